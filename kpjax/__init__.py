@@ -1,0 +1,3 @@
+"""Facial keypoint detection in JAX/Flax."""
+
+__version__ = "0.1.0"

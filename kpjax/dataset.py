@@ -1,0 +1,108 @@
+"""The in-memory face dataset every source converts to, and its seeded splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kpjax.keypoints import Layout, normalise
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Face crops with keypoints in the crop's pixels.
+
+    ``groups`` names the person (or video) a face belongs to, so that a split
+    never puts near-identical faces on both sides; ``sources`` names where each
+    face came from, for per-source reports.
+    """
+
+    images: np.ndarray  # (N, H, W, C) uint8
+    keypoints: np.ndarray  # (N, K, 2) float32 pixels, NaN where missing
+    layout: Layout
+    groups: np.ndarray  # (N,) str
+    sources: np.ndarray  # (N,) str
+
+    def __post_init__(self):
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be (N, H, W, C) uint8, got {self.images.shape} {self.images.dtype}")
+        if self.keypoints.shape != (n, self.layout.num_keypoints, 2):
+            raise ValueError(f"keypoints must be {(n, self.layout.num_keypoints, 2)}, got {self.keypoints.shape}")
+        if len(self.groups) != n or len(self.sources) != n:
+            raise ValueError("groups and sources need one entry per face")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[3]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(N, 2K) bool: which target values are present."""
+        return ~np.isnan(self.keypoints.reshape(len(self), -1))
+
+    def targets(self) -> np.ndarray:
+        """(N, 2K) float32 in the seed's units, missing values set to 0 (masked out)."""
+        flat = normalise(self.keypoints.reshape(len(self), -1), self.size)
+        return np.nan_to_num(flat, nan=0.0).astype(np.float32)
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        return Dataset(
+            self.images[index], self.keypoints[index], self.layout, self.groups[index], self.sources[index]
+        )
+
+    def complete_only(self) -> Dataset:
+        return self.subset(np.flatnonzero(self.mask.all(axis=1)))
+
+    @staticmethod
+    def concatenate(parts: list[Dataset]) -> Dataset:
+        first = parts[0]
+        for part in parts[1:]:
+            if part.layout != first.layout or part.images.shape[1:] != first.images.shape[1:]:
+                raise ValueError("cannot mix datasets of different layouts, sizes or colour modes")
+        return Dataset(
+            np.concatenate([p.images for p in parts]),
+            np.concatenate([p.keypoints for p in parts]),
+            first.layout,
+            np.concatenate([p.groups for p in parts]),
+            np.concatenate([p.sources for p in parts]),
+        )
+
+
+def group_split(groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split into (train, val) indices with every group on one side only."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    unique, inverse = np.unique(groups, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    sizes = np.bincount(inverse, minlength=len(unique))
+    target = val_fraction * len(groups)
+    cumulative = np.cumsum(sizes[order])
+    num_val_groups = int(np.searchsorted(cumulative, target)) if target > 0 else 0
+    is_val_group = np.zeros(len(unique), bool)
+    is_val_group[order[:num_val_groups]] = True
+    is_val = is_val_group[inverse]
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def save_split(path: Path, dataset: Dataset, train_index: np.ndarray, val_index: np.ndarray, **info) -> None:
+    """Record the split (indices and the validation groups) so a run can be audited and repeated."""
+    record = {
+        **info,
+        "num_train": int(len(train_index)),
+        "num_val": int(len(val_index)),
+        "val_index": val_index.tolist(),
+        "val_groups": sorted(set(dataset.groups[val_index].tolist())),
+    }
+    path.write_text(json.dumps(record))
+

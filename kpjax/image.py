@@ -1,0 +1,83 @@
+"""Image reading and the one geometry used everywhere: a 2x3 affine from image pixels to the model frame.
+
+Coordinates are pixel indices (pixel centres at integers), the convention of
+cv2.warpAffine, so a keypoint ``p`` maps to ``M @ [p, 1]`` exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from kpjax.errors import KpjaxError
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Any image file (grey, RGBA, palette, 16-bit, CMYK) as (H, W, 3) uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float64)
+                peak = 65535.0 if array.max() > 255 else 255.0
+                grey = np.clip(array / peak * 255.0, 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise KpjaxError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise KpjaxError(f"{path}: unreadable image ({error})") from None
+
+
+def to_channels(image: np.ndarray, color: bool) -> np.ndarray:
+    """(H, W, 3) RGB or (H, W[, 1]) grey to (H, W, 3) if ``color`` else (H, W, 1)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if color:
+        return image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    if image.shape[2] == 1:
+        return image
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, size: int, color: bool) -> np.ndarray:
+    """Crop ``image`` into a ``size`` square frame through the affine ``matrix`` (image -> frame)."""
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < 0.5:
+        # Shrink first with area averaging, so a large face is not aliased.
+        factor = 2 * scale
+        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        image = small if small.ndim == 3 else small[..., None]
+        matrix = matrix @ np.array([[1 / factor, 0, 0.5 / factor - 0.5], [0, 1 / factor, 0.5 / factor - 0.5], [0, 0, 1]])
+    out = cv2.warpAffine(
+        np.ascontiguousarray(image), matrix.astype(np.float64), (size, size),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+    )
+    return to_channels(out if out.ndim == 3 else out[..., None], color)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(..., 2) points through a 2x3 affine; NaN stays NaN."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(matrix.astype(np.float64))
+
+
+def resize_matrix(from_size: tuple[int, int], to_size: int) -> np.ndarray:
+    """The affine that stretches a (height, width) image onto a square frame, pixel centres aligned."""
+    sy, sx = to_size / from_size[0], to_size / from_size[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+
+
+def to_frame(images: np.ndarray, keypoints: np.ndarray, size: int, color: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a batch of square crops (and their keypoints) to ``size`` and the colour mode."""
+    if images.shape[1] == size:
+        return np.stack([to_channels(im, color) for im in images]), keypoints
+    matrix = resize_matrix(images.shape[1:3], size)
+    frames = np.stack([warp(im, matrix, size, color) for im in images])
+    return frames, apply_affine(matrix, keypoints).astype(np.float32)
