@@ -18,6 +18,8 @@ class Layout:
     name: str
     names: tuple[str, ...]
     flip_permutation: tuple[int, ...]
+    # The two points whose distance normalises NME (eye centres for Kaggle, outer eye corners for iBUG).
+    interocular: tuple[int, int]
 
     @property
     def num_keypoints(self) -> int:
@@ -59,7 +61,7 @@ KAGGLE_NAMES = (
     "mouth_center_top_lip",
     "mouth_center_bottom_lip",
 )
-KAGGLE = Layout("kaggle", KAGGLE_NAMES, _flip_permutation(KAGGLE_NAMES))
+KAGGLE = Layout("kaggle", KAGGLE_NAMES, _flip_permutation(KAGGLE_NAMES), interocular=(0, 1))
 
 # iBUG 68 points as seen in the image (index 0 on the image's left); a flip maps
 # each point to its mirror partner.
@@ -80,7 +82,7 @@ def _ibug_flip() -> tuple[int, ...]:
     return tuple(perm)
 
 
-IBUG68 = Layout("ibug68", tuple(f"point_{i}" for i in range(68)), _ibug_flip())
+IBUG68 = Layout("ibug68", tuple(f"point_{i}" for i in range(68)), _ibug_flip(), interocular=(36, 45))
 
 LAYOUTS = {layout.name: layout for layout in (KAGGLE, IBUG68)}
 
@@ -107,3 +109,9 @@ def normalise(pixels: np.ndarray, size: int) -> np.ndarray:
 def denormalise(values: np.ndarray, size: int) -> np.ndarray:
     half = size / 2
     return values * half + half
+
+
+def interocular_distance(keypoints: np.ndarray, layout: Layout) -> np.ndarray:
+    """(N, K, 2) pixels to (N,) distances between the layout's two eye points (NaN if either is missing)."""
+    a, b = layout.interocular
+    return np.linalg.norm(keypoints[:, a] - keypoints[:, b], axis=-1)

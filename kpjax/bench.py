@@ -1,0 +1,136 @@
+"""Throughput and latency of a registered model on whatever backend JAX has.
+
+Compilation is timed apart from running; every figure is the median over
+repeats, because these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kpjax.config import TrainConfig
+from kpjax.keypoints import KAGGLE
+from kpjax.models import create_model
+from kpjax.train_step import init_state, make_optimizer, make_train_step, predict_step
+
+
+def _timed(fn, *args):
+    started = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - started, out
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The backend's fp32 matmul rate: the yardstick for how far from the hardware a model runs."""
+    a = jnp.ones((n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, a))
+    seconds = statistics.median(_timed(matmul, a, a)[0] for _ in range(repeats))
+    return 2 * n**3 / seconds / 1e9
+
+
+def peak_rss_mb() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def bench_train(model_name: str, batch_size: int, steps: int, repeats: int, size: int, channels: int) -> dict:
+    model = create_model(model_name, num_outputs=2 * KAGGLE.num_keypoints, size=size, channels=channels)
+    tx = make_optimizer(TrainConfig(learning_rate=1e-4), steps_per_epoch=steps)
+    graphdef, state = init_state(model, tx)
+    rng = np.random.default_rng(0)
+    batch = jax.device_put({
+        "images": rng.integers(0, 256, (batch_size, size, size, channels), dtype=np.uint8),
+        "targets": rng.uniform(-0.5, 0.5, (batch_size, 2 * KAGGLE.num_keypoints)).astype(np.float32),
+        "mask": np.ones((batch_size, 2 * KAGGLE.num_keypoints), bool),
+    })
+    train_step = make_train_step(tx, KAGGLE.flip_permutation)
+    key = jax.random.key(0)
+    started = time.perf_counter()
+    compiled = train_step.lower(graphdef, state, batch, key).compile()
+    compile_seconds = time.perf_counter() - started
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops_per_image = float(cost.get("flops", 0.0)) / batch_size if cost else 0.0
+    state, _ = jax.block_until_ready(train_step(graphdef, state, batch, key))  # warm-up
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(steps):
+            state, metrics = train_step(graphdef, state, batch, jax.random.fold_in(key, i))
+        jax.block_until_ready(metrics)
+        rates.append(steps * batch_size / (time.perf_counter() - started))
+    return {
+        "train_images_per_s": statistics.median(rates),
+        "train_compile_s": compile_seconds,
+        "train_gflop_per_image": flops_per_image / 1e9,
+        "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
+    }
+
+
+def bench_inference(model_name: str, repeats: int, size: int, channels: int) -> dict:
+    model = create_model(model_name, num_outputs=2 * KAGGLE.num_keypoints, size=size, channels=channels)
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    one = jnp.zeros((1, size, size, channels), jnp.uint8)
+    many = jnp.zeros((256, size, size, channels), jnp.uint8)
+    compile_seconds = sum(
+        _timed(lambda x: predict_step.lower(graphdef, params, rest, x).compile(), x)[0] for x in (one, many)
+    )
+    jax.block_until_ready(predict_step(graphdef, params, rest, one))
+    latencies = [_timed(predict_step, graphdef, params, rest, one)[0] * 1e3 for _ in range(max(50, 20 * repeats))]
+    jax.block_until_ready(predict_step(graphdef, params, rest, many))
+    rates = [256 / _timed(predict_step, graphdef, params, rest, many)[0] for _ in range(repeats)]
+    return {
+        "infer_b1_p50_ms": float(np.percentile(latencies, 50)),
+        "infer_b1_p90_ms": float(np.percentile(latencies, 90)),
+        "infer_b256_images_per_s": statistics.median(rates),
+        "infer_compile_s": compile_seconds,
+    }
+
+
+def run_bench(model_name: str = "seed", batch_size: int = 64, steps: int = 10, repeats: int = 5,
+              size: int = 96, channels: int = 1) -> dict:
+    """One benchmark of ``model_name``: the figures ``kpjax bench`` prints, as a flat dict."""
+    device = jax.devices()[0]
+    result = {
+        "backend": jax.default_backend(),
+        "device": device.device_kind,
+        "num_devices": jax.device_count(),
+        "model": model_name,
+        "batch": batch_size,
+        **bench_train(model_name, batch_size, steps, repeats, size, channels),
+        **bench_inference(model_name, repeats, size, channels),
+    }
+    if result["backend"] == "cpu":
+        result["matmul_gflops"] = matmul_gflops()
+        achieved = result["train_images_per_s"] * result["train_gflop_per_image"]
+        result["train_share_of_matmul_peak"] = achieved / result["matmul_gflops"]
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """Rows (implementation -> figures) as an aligned text table."""
+    columns = [
+        ("train img/s", "train_images_per_s", "{:.0f}"),
+        ("compile s", "train_compile_s", "{:.1f}"),
+        ("b1 p50 ms", "infer_b1_p50_ms", "{:.2f}"),
+        ("b1 p90 ms", "infer_b1_p90_ms", "{:.2f}"),
+        ("b256 img/s", "infer_b256_images_per_s", "{:.0f}"),
+        ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+        ("% matmul peak", "train_share_of_matmul_peak", "{:.1%}"),
+    ]
+    header = ["implementation"] + [c[0] for c in columns]
+    body = [[name] + [fmt.format(r[key]) if r.get(key) is not None else "-" for _, key, fmt in columns]
+            for name, r in rows.items()]
+    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)) for row in [header, *body])

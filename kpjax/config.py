@@ -1,0 +1,38 @@
+"""Training configuration: one dataclass, saved beside every run so it can be repeated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: list[str] = dataclasses.field(default_factory=list)
+    model: str = "seed"
+    keypoints: str = "kaggle"  # layout name: "kaggle" (15 points) or "ibug68"
+    size: int = 96
+    color: bool = False
+    epochs: int = 150
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    schedule: str = "constant"  # or "cosine": decay to 0 over the run after a short warm-up
+    weight_decay: float = 0.0
+    flip: bool = True
+    val_fraction: float = 0.2
+    complete_only: bool = False
+    strict: bool = False
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainConfig:
+        return cls.from_json((Path(run_dir) / "config.json").read_text())

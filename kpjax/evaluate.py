@@ -1,0 +1,64 @@
+"""Accuracy of a model on a dataset, in the seed's units and in pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from flax import nnx
+
+from kpjax.dataset import Dataset
+from kpjax.keypoints import denormalise, interocular_distance
+from kpjax.train_step import predict_step
+
+PREDICT_BATCH = 256
+
+
+def predict_normalised(graphdef, params, rest, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all."""
+    outputs = []
+    batch_size = min(batch_size, len(images)) or 1
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(np.asarray(predict_step(graphdef, params, rest, padded))[: len(chunk)])
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return predict_normalised(graphdef, params, rest, images, batch_size)
+
+
+def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:
+    """The seed's MSE/MAE (normalised, present values only), Kaggle's RMSE in pixels, NME and per-keypoint RMSE."""
+    mask = dataset.mask
+    targets = dataset.targets()
+    errors = np.where(mask, predictions - targets, 0.0)
+    count = max(int(mask.sum()), 1)
+    mse = float((errors**2).sum() / count)
+    predicted_px = denormalise(predictions, dataset.size).reshape(dataset.keypoints.shape)
+    distance = np.linalg.norm(predicted_px - dataset.keypoints, axis=-1)  # (N, K), NaN where missing
+    interocular = interocular_distance(dataset.keypoints, dataset.layout)
+    nme = distance / interocular[:, None]
+    per_keypoint = np.sqrt(np.nanmean((predicted_px - dataset.keypoints) ** 2, axis=(0, 2)))
+    result = {
+        "n": len(dataset),
+        "mse": mse,
+        "mae": float(np.abs(errors).sum() / count),
+        "rmse_px": float(np.sqrt(mse) * dataset.size / 2),
+        "nme": float(np.nanmean(nme)) if np.isfinite(nme).any() else None,
+        "per_keypoint_rmse_px": {
+            name: (None if np.isnan(v) else float(v)) for name, v in zip(dataset.layout.names, per_keypoint)
+        },
+    }
+    sources = np.unique(dataset.sources)
+    if len(sources) > 1:
+        result["by_source"] = {
+            str(source): {k: v for k, v in keypoint_metrics(predictions[i], dataset.subset(i)).items() if k != "per_keypoint_rmse_px"}
+            for source in sources
+            for i in [np.flatnonzero(dataset.sources == source)]
+        }
+    return result
+
+
+def evaluate_model(model: nnx.Module, dataset: Dataset) -> dict:
+    return keypoint_metrics(predict_model(model, dataset.images), dataset)

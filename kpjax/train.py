@@ -1,0 +1,212 @@
+"""The training loop: data on the device, a jitted step per batch, Orbax checkpoints, clean interrupts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from kpjax.checkpoint import RunCheckpoints
+from kpjax.config import TrainConfig
+from kpjax.dataset import Dataset, group_split, save_split
+from kpjax.errors import KpjaxError
+from kpjax.evaluate import keypoint_metrics, predict_normalised
+from kpjax.keypoints import LAYOUTS
+from kpjax.models import create_model
+from kpjax.sources import LoadOptions, load_data
+from kpjax.train_step import init_state, make_optimizer, make_train_step, take_batch
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; the latest checkpoint was saved before this was raised."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_val: dict
+    history: list[dict]
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a step is never cut in half."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def load_training_data(config: TrainConfig) -> Dataset:
+    options = LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
+                          strict=config.strict, seed=config.seed)
+    dataset = load_data(config.data, options)
+    if config.complete_only:
+        dataset = dataset.complete_only()
+    return dataset
+
+
+def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    train_index, val_index = group_split(dataset.groups, config.val_fraction, config.seed)
+    if len(train_index) < config.batch_size:
+        raise KpjaxError(
+            f"--batch {config.batch_size}: larger than the {len(train_index)} training faces; use a smaller batch"
+        )
+    return train_index, val_index
+
+
+def plot_learning_curve(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if not history:
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_mse"] for h in history], label="train MSE")
+    if history[0].get("val_mse") is not None:
+        ax.plot(epochs, [h["val_mse"] for h in history], label="validation MSE")
+    ax.set(xlabel="epoch", ylabel="MSE (normalised units)", yscale="log", title=run_dir.name)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "learning_curve.png", dpi=100)
+    plt.close(fig)
+
+
+def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: Dataset | None = None,
+          log=print) -> TrainResult:
+    """Train ``config`` into ``run_dir``; with ``resume``, continue from its latest checkpoint."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise KpjaxError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+        saved = TrainConfig.load(run_dir)
+        config = dataclasses.replace(saved, epochs=config.epochs)
+    elif (run_dir / "checkpoints").exists():
+        raise KpjaxError(f"--run-dir {run_dir}: already holds a run; pass --resume to continue it or pick a new directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config.to_json())
+
+    dataset = load_training_data(config) if dataset is None else dataset
+    train_index, val_index = split_dataset(dataset, config)
+    save_split(run_dir / "split.json", dataset, train_index, val_index, seed=config.seed,
+               val_fraction=config.val_fraction)
+    train_set, val_set = dataset.subset(train_index), dataset.subset(val_index)
+    log(f"data: {len(dataset)} faces, {len(train_set)} train / {len(val_set)} validation "
+        f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
+
+    layout = dataset.layout
+    model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=dataset.size,
+                         channels=dataset.channels, seed=config.seed)
+    steps_per_epoch = len(train_set) // config.batch_size
+    tx = make_optimizer(config, steps_per_epoch)
+    graphdef, state = init_state(model, tx)
+    checkpoints = RunCheckpoints(run_dir)
+    metrics_path = run_dir / "metrics.jsonl"
+    start_epoch, start_step, best_val_loss = 0, 0, float("inf")
+    if resume:
+        state, progress = checkpoints.restore_latest(jax.tree.map(jnp.asarray, state))
+        start_epoch, start_step = progress["epoch"], progress["step_in_epoch"]
+        best_val_loss = progress["best_val_loss"]
+        history = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+        history = [h for h in history if h["epoch"] <= start_epoch]
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
+    else:
+        metrics_path.write_text("")
+        history = []
+
+    train_step = make_train_step(tx, layout.flip_permutation if config.flip else None)
+    device_data = jax.device_put({
+        "images": train_set.images, "targets": train_set.targets(), "mask": train_set.mask,
+    })
+    root_key = jax.random.key(config.seed)
+
+    def progress_record(epoch: int, step: int) -> dict:
+        return {"epoch": epoch, "step_in_epoch": step, "best_val_loss": best_val_loss, "seed": config.seed}
+
+    with _StopRequest() as stop:
+        for epoch in range(start_epoch, config.epochs):
+            order_key, steps_key = jax.random.split(jax.random.fold_in(root_key, epoch))
+            order = jax.random.permutation(order_key, len(train_set))
+            started = time.perf_counter()
+            sums = {"loss": jnp.zeros(()), "mae": jnp.zeros(())}
+            first_step = start_step if epoch == start_epoch else 0
+            bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                       leave=False, disable=None)
+            for step in bar:
+                batch = take_batch(device_data, order, step, batch_size=config.batch_size)
+                state, metrics = train_step(graphdef, state, batch, jax.random.fold_in(steps_key, step))
+                sums = jax.tree.map(jnp.add, sums, metrics)
+                if step % 10 == 0 and not bar.disable:
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.5f}")
+                if stop.signal_name:
+                    checkpoints.save("latest", epoch * steps_per_epoch + step + 1, state,
+                                     progress_record(epoch, step + 1))
+                    checkpoints.close()
+                    plot_learning_curve(run_dir)
+                    raise TrainingInterrupted(
+                        f"{stop.signal_name}: stopped at epoch {epoch + 1}, step {step + 1}; latest checkpoint saved, "
+                        f"continue with: kpjax train --resume --run-dir {run_dir}"
+                    )
+            done = steps_per_epoch - first_step
+            train_loss = float(sums["loss"]) / max(done, 1)
+            if not np.isfinite(train_loss):
+                checkpoints.close()
+                raise KpjaxError(
+                    f"training diverged at epoch {epoch + 1} (loss {train_loss}); the last good checkpoints are "
+                    f"kept in {run_dir / 'checkpoints'}; try a lower --lr"
+                )
+            record = {"epoch": epoch + 1, "train_mse": train_loss, "train_mae": float(sums["mae"]) / max(done, 1)}
+            if len(val_set):
+                val = keypoint_metrics(predict_normalised(graphdef, state["params"], state["rest"], val_set.images),
+                                       val_set)
+                record.update(val_mse=val["mse"], val_mae=val["mae"], val_rmse_px=val["rmse_px"], val_nme=val["nme"])
+            val_loss = record.get("val_mse", train_loss)
+            record["seconds"] = round(time.perf_counter() - started, 2)
+            record["images_per_second"] = round(done * config.batch_size / record["seconds"], 1)
+            is_best = val_loss < best_val_loss
+            if is_best:
+                best_val_loss = val_loss
+            global_step = (epoch + 1) * steps_per_epoch
+            if is_best:
+                checkpoints.save("best", global_step, state, progress_record(epoch + 1, 0), val_loss=val_loss)
+            checkpoints.save("latest", global_step, state, progress_record(epoch + 1, 0))
+            record["best"] = is_best
+            history.append(record)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            log(_epoch_line(record, config.epochs))
+    checkpoints.close()
+    plot_learning_curve(run_dir)
+    best = min(history, key=lambda h: h.get("val_mse", h["train_mse"]))
+    return TrainResult(run_dir, best["epoch"], best, history)
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    line = f"epoch {record['epoch']:>3}/{epochs}  train mse {record['train_mse']:.3e} mae {record['train_mae']:.4f}"
+    if "val_mse" in record:
+        line += (f"  val mse {record['val_mse']:.3e} mae {record['val_mae']:.4f} "
+                 f"rmse {record['val_rmse_px']:.2f}px")
+    line += f"  {record['images_per_second']:.0f} img/s"
+    return line + ("  *best" if record["best"] else "")

@@ -1,0 +1,86 @@
+"""The pure, jitted train and predict steps.
+
+The model is split once into a static graphdef and a state pytree; the steps are
+functions of (graphdef, state, batch, key), the train step donates ``state`` so
+its buffers are updated in place, and ``nnx.merge`` happens only inside.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from kpjax.augment import random_flip
+from kpjax.config import TrainConfig
+from kpjax.models import to_input
+
+
+def masked_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean squared error over present values only: a missing keypoint adds nothing, not even gradient."""
+    squared = jnp.where(mask, (predictions - targets) ** 2, 0.0)
+    return squared.sum() / jnp.maximum(mask.sum(), 1)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        warmup = min(steps_per_epoch, total // 10)
+        lr = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
+    elif config.schedule == "constant":
+        lr = config.learning_rate
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}")
+    if config.weight_decay:
+        return optax.adamw(lr, weight_decay=config.weight_decay)
+    return optax.adam(lr)
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation):
+    """Split the model once: (graphdef, {params, model's other state, optimizer state})."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, {"params": params, "rest": rest, "opt_state": tx.init(params)}
+
+
+def make_train_step(tx: optax.GradientTransformation, flip_permutation: tuple[int, ...] | None):
+    """A jitted step of (graphdef, state, batch, key) -> (state, metrics), state donated."""
+
+    def train_step(graphdef, state, batch, key):
+        flip_key, dropout_key = jax.random.split(key)
+        if flip_permutation is not None:
+            batch = random_flip(batch, flip_key, flip_permutation)
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, state["rest"])
+            predictions = model(to_input(batch["images"]), rngs=nnx.Rngs(dropout=dropout_key))
+            loss = masked_mse(predictions, batch["targets"], batch["mask"])
+            return loss, (predictions, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (loss, (predictions, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        mask = batch["mask"]
+        metrics = {
+            "loss": loss,
+            "mae": jnp.where(mask, jnp.abs(predictions - batch["targets"]), 0.0).sum() / jnp.maximum(mask.sum(), 1),
+        }
+        return {"params": params, "rest": rest, "opt_state": opt_state}, metrics
+
+    return jax.jit(train_step, static_argnums=0, donate_argnums=1)
+
+
+@functools.partial(jax.jit, static_argnames="batch_size")
+def take_batch(data: dict, order: jax.Array, step: jax.Array, batch_size: int):
+    """Gather batch number ``step`` of an epoch's ``order`` from device-resident data."""
+    index = jax.lax.dynamic_slice_in_dim(order, step * batch_size, batch_size)
+    return jax.tree.map(lambda x: x[index], data)
+
+
+def _predict(graphdef, params, rest, images):
+    return nnx.merge(graphdef, params, rest)(to_input(images))
+
+
+predict_step = jax.jit(_predict, static_argnums=0)
