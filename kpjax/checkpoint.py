@@ -79,7 +79,9 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[nnx.Module, TrainCon
         )
     )
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "rest": rest})
+    one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever mesh or hosts saved it
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
+                          {"params": params, "rest": rest})
     restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(target)))["model"]
     manager.close()
     return nnx.merge(graphdef, restored["params"], restored["rest"]), config

@@ -24,6 +24,7 @@ class TrainConfig:
     complete_only: bool = False
     strict: bool = False
     seed: int = 0
+    devices: int | str = 1  # devices per process for data parallelism, or "all"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

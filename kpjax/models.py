@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kpjax.errors import KpjaxError
-from kpjax.ops import max_pool_2x2
+from kpjax.ops import conv2d, max_pool_2x2
 
 
 class SeedCNN(nnx.Module):
@@ -34,7 +34,8 @@ class SeedCNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         for conv in (self.conv1, self.conv2, self.conv3):
-            x = max_pool_2x2(jax.nn.relu(conv(x)))
+            # relu(pool(conv + b)) == relu(pool(conv) + b): bias and ReLU run on the pooled quarter.
+            x = jax.nn.relu(max_pool_2x2(conv2d(x, conv.kernel[...])) + conv.bias[...])
         x = x.reshape(x.shape[0], -1)
         train = rngs is not None
         x = self.dropout(jax.nn.relu(self.dense1(x)), deterministic=not train, rngs=rngs)

@@ -51,56 +51,44 @@ def _max_pool_bwd(res, g):
 max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def _patches(x, kh, kw):
-    n, h, w, c = x.shape
-    ho, wo = h - kh + 1, w - kw + 1
+
+def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """im2col for a VALID stride-1 conv: (N, H-kh+1, W-kw+1, kh*kw*C), ordered like an HWIO kernel."""
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     return jnp.concatenate([x[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
 
 
 @jax.custom_vjp
-def conv2d_im2col(x, kernel, bias):
+def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """VALID stride-1 NHWC convolution with an HWIO kernel, without bias, as one im2col matmul.
+
+    For the seed CNN's small channel counts XLA:CPU's convolution (and above all
+    its kernel gradient) runs far below matmul speed; one (N*H*W, kh*kw*C)
+    matmul per direction does not. The patches are rebuilt in the backward pass
+    rather than kept, and the input gradient is a col2im of shifted adds, which
+    XLA drops when the input needs no gradient.
+    """
     kh, kw, cin, cout = kernel.shape
-    return _patches(x, kh, kw) @ kernel.reshape(-1, cout) + bias
+    return _patches(x, kh, kw) @ kernel.reshape(kh * kw * cin, cout)
 
 
-def _conv_fwd(x, kernel, bias):
-    return conv2d_im2col(x, kernel, bias), (x, kernel)
+def _conv2d_fwd(x, kernel):
+    return conv2d(x, kernel), (x, kernel)
 
 
-def _conv_bwd(res, g):
+def _conv2d_bwd(res, g):
     x, kernel = res
     kh, kw, cin, cout = kernel.shape
-    p = _patches(x, kh, kw)
-    dk = (p.reshape(-1, p.shape[-1]).T @ g.reshape(-1, cout)).reshape(kernel.shape)
-    gp = (g @ kernel.reshape(-1, cout).T)
     n, ho, wo, _ = g.shape
-    gp = gp.reshape(n, ho, wo, kh, kw, cin)
-    dx = sum(jnp.pad(gp[:, :, :, i, j, :], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0))) for i in range(kh) for j in range(kw))
-    return dx, dk, g.sum(axis=(0, 1, 2))
+    g2 = g.reshape(n * ho * wo, cout)
+    dk = _patches(x, kh, kw).reshape(n * ho * wo, kh * kw * cin).T @ g2
+    gp = (g2 @ kernel.reshape(kh * kw * cin, cout).T).reshape(n, ho, wo, kh, kw, cin)
+    dx = sum(
+        jnp.pad(gp[:, :, :, i, j, :], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0)))
+        for i in range(kh)
+        for j in range(kw)
+    )
+    return dx, dk.reshape(kernel.shape)
 
 
-conv2d_im2col.defvjp(_conv_fwd, _conv_bwd)
-
-
-@jax.custom_vjp
-def conv2d_mixed(x, kernel, bias):
-    kh, kw, cin, cout = kernel.shape
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + bias
-
-
-def _mixed_fwd(x, kernel, bias):
-    return conv2d_mixed(x, kernel, bias), (x, kernel)
-
-
-def _mixed_bwd(res, g):
-    x, kernel = res
-    kh, kw, cin, cout = kernel.shape
-    p = _patches(x, kh, kw)
-    dk = (p.reshape(-1, p.shape[-1]).T @ g.reshape(-1, cout)).reshape(kernel.shape)
-    dx = jax.lax.conv_general_dilated(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return dx, dk, g.sum(axis=(0, 1, 2))
-
-
-conv2d_mixed.defvjp(_mixed_fwd, _mixed_bwd)
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -16,12 +16,13 @@ from tqdm import tqdm
 from kpjax.checkpoint import RunCheckpoints
 from kpjax.config import TrainConfig
 from kpjax.dataset import Dataset, group_split, save_split
+from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics, predict_normalised
 from kpjax.keypoints import LAYOUTS
 from kpjax.models import create_model
 from kpjax.sources import LoadOptions, load_data
-from kpjax.train_step import init_state, make_optimizer, make_train_step, take_batch
+from kpjax.train_step import init_state, make_optimizer, make_train_step
 
 
 class TrainingInterrupted(Exception):
@@ -73,6 +74,8 @@ def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np
 
 
 def plot_learning_curve(run_dir: Path) -> None:
+    if jax.process_index() != 0:  # one process draws
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,16 +104,23 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         if not (run_dir / "config.json").is_file():
             raise KpjaxError(f"--resume: {run_dir} holds no run to resume (no config.json)")
         saved = TrainConfig.load(run_dir)
-        config = dataclasses.replace(saved, epochs=config.epochs)
+        config = dataclasses.replace(saved, epochs=config.epochs, devices=config.devices)
     elif (run_dir / "checkpoints").exists():
         raise KpjaxError(f"--run-dir {run_dir}: already holds a run; pass --resume to continue it or pick a new directory")
+    parallel = DataParallel(config.devices)
+    parallel.check_batch(config.batch_size)
+    sync_processes("kpjax: run directory checked")  # before the primary process writes to it
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
+    if parallel.is_primary:
+        (run_dir / "config.json").write_text(config.to_json())
+    else:
+        log = lambda _: None  # noqa: E731  one process reports
 
     dataset = load_training_data(config) if dataset is None else dataset
     train_index, val_index = split_dataset(dataset, config)
-    save_split(run_dir / "split.json", dataset, train_index, val_index, seed=config.seed,
-               val_fraction=config.val_fraction)
+    if parallel.is_primary:
+        save_split(run_dir / "split.json", dataset, train_index, val_index, seed=config.seed,
+                   val_fraction=config.val_fraction)
     train_set, val_set = dataset.subset(train_index), dataset.subset(val_index)
     log(f"data: {len(dataset)} faces, {len(train_set)} train / {len(val_set)} validation "
         f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
@@ -118,9 +128,11 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     layout = dataset.layout
     model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=dataset.size,
                          channels=dataset.channels, seed=config.seed)
-    steps_per_epoch = len(train_set) // config.batch_size
+    train_share = parallel.process_share(train_set)  # all of it, with one process
+    steps_per_epoch = len(train_share) // parallel.process_batch_size(config.batch_size)
     tx = make_optimizer(config, steps_per_epoch)
     graphdef, state = init_state(model, tx)
+    state = parallel.put_state(state)
     checkpoints = RunCheckpoints(run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     start_epoch, start_step, best_val_loss = 0, 0, float("inf")
@@ -130,15 +142,17 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         best_val_loss = progress["best_val_loss"]
         history = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
         history = [h for h in history if h["epoch"] <= start_epoch]
-        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        if parallel.is_primary:
+            metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
     else:
-        metrics_path.write_text("")
+        if parallel.is_primary:
+            metrics_path.write_text("")
         history = []
 
     train_step = make_train_step(tx, layout.flip_permutation if config.flip else None)
-    device_data = jax.device_put({
-        "images": train_set.images, "targets": train_set.targets(), "mask": train_set.mask,
+    device_data = parallel.put_data({
+        "images": train_share.images, "targets": train_share.targets(), "mask": train_share.mask,
     })
     root_key = jax.random.key(config.seed)
 
@@ -148,14 +162,15 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     with _StopRequest() as stop:
         for epoch in range(start_epoch, config.epochs):
             order_key, steps_key = jax.random.split(jax.random.fold_in(root_key, epoch))
-            order = jax.random.permutation(order_key, len(train_set))
+            steps_key = parallel.put_key(steps_key)
+            order = jax.random.permutation(order_key, len(train_share))
             started = time.perf_counter()
             sums = {"loss": jnp.zeros(()), "mae": jnp.zeros(())}
             first_step = start_step if epoch == start_epoch else 0
             bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=None)
             for step in bar:
-                batch = take_batch(device_data, order, step, batch_size=config.batch_size)
+                batch = parallel.take_batch(device_data, order, step, parallel.process_batch_size(config.batch_size))
                 state, metrics = train_step(graphdef, state, batch, jax.random.fold_in(steps_key, step))
                 sums = jax.tree.map(jnp.add, sums, metrics)
                 if step % 10 == 0 and not bar.disable:
@@ -179,8 +194,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                 )
             record = {"epoch": epoch + 1, "train_mse": train_loss, "train_mae": float(sums["mae"]) / max(done, 1)}
             if len(val_set):
-                val = keypoint_metrics(predict_normalised(graphdef, state["params"], state["rest"], val_set.images),
-                                       val_set)
+                params, rest = parallel.local((state["params"], state["rest"]))
+                val = keypoint_metrics(predict_normalised(graphdef, params, rest, val_set.images), val_set)
                 record.update(val_mse=val["mse"], val_mae=val["mae"], val_rmse_px=val["rmse_px"], val_nme=val["nme"])
             val_loss = record.get("val_mse", train_loss)
             record["seconds"] = round(time.perf_counter() - started, 2)
@@ -194,8 +209,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
             checkpoints.save("latest", global_step, state, progress_record(epoch + 1, 0))
             record["best"] = is_best
             history.append(record)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            if parallel.is_primary:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
             log(_epoch_line(record, config.epochs))
     checkpoints.close()
     plot_learning_curve(run_dir)

@@ -25,8 +25,9 @@ class LoadOptions:
     layout: Layout = KAGGLE
     size: int = KAGGLE_SIZE
     color: bool = False
-    strict: bool = False
+    strict: bool = False  # any skipped face is an error naming it
     seed: int = 0
+    markup: str | None = None  # 68-point markup, "ibug" or "fgnet"; None detects it from the points
 
 
 def default_data_specs() -> list[str]:
@@ -37,14 +38,50 @@ def default_data_specs() -> list[str]:
     raise KpjaxError(NO_DATA_HELP)
 
 
+FORMAT_HELP = (
+    "expected Kaggle training.csv, a folder of images with .pts files, NAME_frames_keypoints.csv beside NAME/, "
+    "or an MTFL list (PATH x1..x5 y1..y5), or a folder holding one of these"
+)
+
+
 def detect_format(path: Path) -> str:
-    from kpjax.sources import kaggle
+    from kpjax.sources import kaggle, landmarks68, mtfl
 
     if not path.exists():
         raise KpjaxError(f"{path}: no such file or folder")
     if kaggle.is_kaggle(path):
         return "kaggle"
-    raise KpjaxError(f"{path}: unknown data format (expected Kaggle training.csv or a folder holding it)")
+    if landmarks68.frames_csvs(path):
+        return "frames_csv"
+    if mtfl.lists(path):
+        return "mtfl"
+    if landmarks68.is_pts_folder(path):
+        return "pts"
+    raise KpjaxError(f"{path}: unknown data format ({FORMAT_HELP})")
+
+
+def _load_landmarks(path: Path, fmt: str, options: LoadOptions) -> Dataset:
+    """A face-landmark source converted to the options' frame (cached), its skipped rows reported."""
+    from kpjax.sources import cache, convert, landmarks68, mtfl
+
+    if options.markup not in (None, *convert.MARKUPS_68):
+        raise KpjaxError(f"unknown markup {options.markup!r}: expected one of {', '.join(convert.MARKUPS_68)}")
+    source = (path if path.is_dir() else path.parent).name
+    markup = "mtfl" if fmt == "mtfl" else options.markup
+    files, read = {
+        "frames_csv": (landmarks68.frames_csvs, landmarks68.read_frames_csv),
+        "mtfl": (mtfl.lists, mtfl.read_list),
+        "pts": (lambda folder: [folder], landmarks68.read_pts_folder),
+    }[fmt]
+
+    def convert_source():
+        rows = [row for file in files(path) for row in read(file)]
+        return convert.convert_rows(rows, source, markup, options.layout, options.size, options.color)
+
+    settings = dict(format=fmt, layout=options.layout.name, size=options.size, color=options.color, markup=markup)
+    dataset, skips = cache.cached(path, settings, convert_source)
+    convert.report_skips(source, skips, len(dataset) + len(skips), options.strict)
+    return dataset
 
 
 def load_one(spec: str, options: LoadOptions) -> Dataset:
@@ -59,7 +96,7 @@ def load_one(spec: str, options: LoadOptions) -> Dataset:
     fmt = detect_format(path)
     if fmt == "kaggle":
         return kaggle.read_training(kaggle.training_csv(path), options)
-    raise AssertionError(fmt)
+    return _load_landmarks(path, fmt, options)
 
 
 def load_data(specs: list[str] | None, options: LoadOptions = LoadOptions()) -> Dataset:

@@ -1,0 +1,3 @@
+from kpjax.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""Flip augmentation, the masked loss, the group split and that training learns."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kpjax.augment import flip_targets, random_flip
+from kpjax.config import TrainConfig
+from kpjax.dataset import group_split
+from kpjax.keypoints import IBUG68, KAGGLE, normalise
+from kpjax.models import create_model
+from kpjax.train_step import init_state, make_optimizer, make_train_step, masked_mse
+
+
+def _targets(points_px: np.ndarray, size: int = 96):
+    flat = normalise(points_px.reshape(1, -1), size).astype(np.float32)
+    return jnp.asarray(flat), jnp.ones_like(flat, dtype=bool)
+
+
+def test_flip_mirrors_x_and_swaps_subject_left_and_right():
+    points = np.zeros((15, 2), np.float32)
+    points[KAGGLE.names.index("left_eye_center")] = (66.0, 37.0)
+    points[KAGGLE.names.index("right_eye_center")] = (30.0, 38.0)
+    points[KAGGLE.names.index("nose_tip")] = (48.0, 60.0)
+    targets, mask = _targets(points)
+    flipped, _ = flip_targets(targets, mask, KAGGLE.flip_permutation, 96)
+    flipped_px = np.asarray(flipped).reshape(15, 2) * 48 + 48
+    # The subject's left eye of the mirrored face is the old right eye, mirrored: x -> 95 - x.
+    np.testing.assert_allclose(flipped_px[KAGGLE.names.index("left_eye_center")], (95 - 30.0, 38.0), atol=1e-4)
+    np.testing.assert_allclose(flipped_px[KAGGLE.names.index("right_eye_center")], (95 - 66.0, 37.0), atol=1e-4)
+    np.testing.assert_allclose(flipped_px[KAGGLE.names.index("nose_tip")], (47.0, 60.0), atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", [KAGGLE, IBUG68])
+def test_flip_twice_is_identity_and_pairs_are_mirror_partners(layout):
+    perm = np.array(layout.flip_permutation)
+    np.testing.assert_array_equal(perm[perm], np.arange(layout.num_keypoints))
+    targets = jax.random.uniform(jax.random.key(0), (4, 2 * layout.num_keypoints), minval=-1, maxval=1)
+    mask = jax.random.bernoulli(jax.random.key(1), 0.8, targets.shape)
+    once = flip_targets(targets, mask, layout.flip_permutation, 96)
+    twice = flip_targets(*once, layout.flip_permutation, 96)
+    np.testing.assert_allclose(twice[0], targets, atol=1e-6)
+    np.testing.assert_array_equal(twice[1], mask)
+
+
+def test_random_flip_moves_image_and_keypoint_together():
+    image = np.zeros((1, 96, 96, 1), np.uint8)
+    image[0, 40, 70, 0] = 255  # a bright dot exactly at the subject's left eye
+    points = np.tile(np.array([[48.0, 48.0]], np.float32), (15, 1))
+    points[0] = (70.0, 40.0)
+    targets, mask = _targets(points)
+    batch = {"images": jnp.asarray(np.repeat(image, 64, 0)), "targets": jnp.tile(targets, (64, 1)),
+             "mask": jnp.tile(mask, (64, 1))}
+    out = random_flip(batch, jax.random.key(3), KAGGLE.flip_permutation)
+    flipped = np.flatnonzero(np.asarray(out["images"][:, 40, 70, 0]) == 0)
+    assert 10 < len(flipped) < 54  # about half the batch, chosen per sample
+    for i in flipped:
+        row, col = np.unravel_index(np.argmax(np.asarray(out["images"][i, ..., 0])), (96, 96))
+        dot_px = np.asarray(out["targets"][i]).reshape(15, 2)[1] * 48 + 48  # now the subject's right eye
+        np.testing.assert_allclose(dot_px, (col, row), atol=1e-4)
+
+
+def test_masked_mse_ignores_missing_values_and_their_gradient():
+    predictions = jnp.array([[0.5, 0.1, 9.0, -3.0]])
+    targets = jnp.array([[0.0, 0.1, 0.0, 0.0]])
+    mask = jnp.array([[True, True, False, False]])
+    assert float(masked_mse(predictions, targets, mask)) == pytest.approx(0.125)
+    grad = jax.grad(masked_mse)(predictions, targets, mask)
+    np.testing.assert_allclose(grad, [[0.5, 0.0, 0.0, 0.0]])
+    # A NaN label under the mask must not poison the loss either.
+    assert np.isfinite(float(masked_mse(predictions, targets.at[0, 3].set(jnp.nan), mask)))
+
+
+def test_group_split_keeps_each_group_on_one_side_and_is_seeded():
+    groups = np.repeat(np.array([f"person{i}" for i in range(50)]), 4)
+    train, val = group_split(groups, 0.2, seed=7)
+    assert set(groups[train]).isdisjoint(groups[val])
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(200))
+    assert 0.15 <= len(val) / 200 <= 0.25
+    np.testing.assert_array_equal(group_split(groups, 0.2, seed=7)[1], val)
+    assert not np.array_equal(group_split(groups, 0.2, seed=8)[1], val)
+
+
+def _run_steps(steps: int, seed: int = 0):
+    from kpjax.sources.synthetic import make_faces
+
+    data = make_faces(64, seed=1)
+    batch = {"images": jnp.asarray(data.images), "targets": jnp.asarray(data.targets()),
+             "mask": jnp.asarray(data.mask)}
+    model = create_model("seed", num_outputs=30, size=96, channels=1, seed=seed)
+    tx = make_optimizer(TrainConfig(learning_rate=3e-4), steps_per_epoch=steps)
+    graphdef, state = init_state(model, tx)
+    step = make_train_step(tx, KAGGLE.flip_permutation)
+    losses = []
+    for i in range(steps):
+        state, metrics = step(graphdef, state, batch, jax.random.fold_in(jax.random.key(seed), i))
+        losses.append(float(metrics["loss"]))
+    return losses, state
+
+
+def test_training_lowers_the_loss_and_is_deterministic():
+    losses, state = _run_steps(12)
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    _, again = _run_steps(12)
+    for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(again["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
