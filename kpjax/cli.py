@@ -43,9 +43,17 @@ def train(
     complete_only: Annotated[bool, typer.Option(help="Drop faces with any missing keypoint (the seed's choice).")] = False,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.95)] = 0.2,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Turn off horizontal-flip augmentation.")] = False,
+    devices: Annotated[str, typer.Option(help="Devices per process to split each --batch over: N or all.")] = "1",
+    coordinator: Annotated[Optional[str], typer.Option(
+        envvar="JAX_COORDINATOR_ADDRESS",
+        help="HOST:PORT of process 0 for multi-process (multi-host) training; auto under SLURM, Open MPI, Kubernetes.",
+    )] = None,
+    num_processes: Annotated[Optional[int], typer.Option(min=1, envvar="JAX_NUM_PROCESSES")] = None,
+    process_id: Annotated[Optional[int], typer.Option(min=0, envvar="JAX_PROCESS_ID")] = None,
 ):
     """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir."""
     from kpjax.config import TrainConfig
+    from kpjax.distributed import init_distributed, parse_devices
     from kpjax.models import MODELS
     from kpjax.train import train as run_training
 
@@ -55,7 +63,9 @@ def train(
         raise KpjaxError(f"--schedule {schedule}: expected constant or cosine")
     config = TrainConfig(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr,
                          schedule=schedule, seed=seed, complete_only=complete_only, val_fraction=val_fraction,
-                         flip=not no_flip)
+                         flip=not no_flip, devices=parse_devices(devices))
+    if (coordinator, num_processes, process_id) != (None, None, None):
+        init_distributed(coordinator, num_processes, process_id)
     result = run_training(config, run_dir, resume=resume)
     val = result.best_val
     summary = f"best epoch {result.best_epoch}"

@@ -1,0 +1,99 @@
+"""kpjax.ops against plain jax/lax reference formulations: forward values and gradients, ties included."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+from jax.test_util import check_grads
+
+from kpjax.models import SeedCNN
+from kpjax.ops import conv2d, max_pool_2x2
+
+
+def pool_ref(x):
+    """lax.reduce_window max-pool: its gradient goes to the first maximum of each window."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def conv_ref(x, kernel):
+    return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _rand(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _vjp(f, *args, seed=1):
+    out, vjp = jax.vjp(f, *args)
+    return out, vjp(_rand(out.shape, seed))
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (2, 7, 9, 4), (1, 5, 5, 1)])
+def test_max_pool_matches_reduce_window(shape):
+    x = _rand(shape)
+    out, (dx,) = _vjp(max_pool_2x2, x)
+    ref, (dref,) = _vjp(pool_ref, x)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(dx, dref)
+
+
+def test_max_pool_ties_route_to_first_max_only():
+    # Coarse values make ties common; whole windows of equal values included.
+    x = jnp.round(_rand((3, 9, 11, 5)) * 1.5) / 2
+    x = x.at[0, :4, :4, :].set(1.0)
+    out, (dx,) = _vjp(max_pool_2x2, x)
+    ref, (dref,) = _vjp(pool_ref, x)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(dx, dref)
+    # one winner per window: the gradient's support has exactly one element per pooled value
+    nonzero = jnp.ones_like(out)
+    _, (support,) = _vjp(max_pool_2x2, x)
+    (ones,) = jax.vjp(max_pool_2x2, x)[1](nonzero)
+    assert float(ones.sum()) == out.size
+    assert support.shape == x.shape
+
+
+def test_max_pool_grad_numerically():
+    check_grads(max_pool_2x2, (_rand((2, 6, 6, 3)),), order=1, modes=("rev",), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("xs,ks", [((2, 12, 12, 1), (3, 3, 1, 4)), ((2, 9, 10, 5), (2, 2, 5, 6)), ((1, 6, 6, 3), (2, 3, 3, 2))])
+def test_conv2d_matches_lax(xs, ks):
+    x, k = _rand(xs), _rand(ks, seed=2)
+    out, (dx, dk) = _vjp(conv2d, x, k)
+    ref, (dxr, dkr) = _vjp(conv_ref, x, k)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, dxr, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dk, dkr, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_grad_numerically():
+    check_grads(conv2d, (_rand((1, 5, 6, 2)), _rand((2, 2, 2, 3), seed=3)), order=1, modes=("rev",), atol=1e-2, rtol=1e-2)
+
+
+def _seed_ref(model, x):
+    """SeedCNN's plain formulation: nnx.Conv, ReLU, then pooling."""
+    for conv in (model.conv1, model.conv2, model.conv3):
+        x = pool_ref(jax.nn.relu(conv(x)))
+    x = x.reshape(x.shape[0], -1)
+    x = jax.nn.relu(model.dense2(jax.nn.relu(model.dense1(x))))
+    return model.head(x)
+
+
+def test_seed_cnn_matches_plain_formulation():
+    model = SeedCNN(num_outputs=30, size=32, channels=1, rngs=nnx.Rngs(params=0))
+    x = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 1)), jnp.float32)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params, f):
+        return jnp.sum(f(nnx.merge(graphdef, params, rest), x) ** 2)
+
+    fast = jax.value_and_grad(loss)(params, lambda m, x: m(x))
+    ref = jax.value_and_grad(loss)(params, _seed_ref)
+    np.testing.assert_allclose(fast[0], ref[0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(ref[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
