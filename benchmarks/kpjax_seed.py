@@ -40,7 +40,18 @@ def reference_forward(model: SeedCNN, x, rngs):
     return model.head(x)
 
 
-FORWARDS = {"fast": lambda m, x, rngs: m(x, rngs=rngs), "reference": reference_forward}
+def laxfwd_forward(model, x, rngs):
+    from kpjax import ops
+    for conv in (model.conv1, model.conv2, model.conv3):
+        x = jax.nn.relu(ops.max_pool_2x2(ops.conv2d_laxfwd(x, conv.kernel[...])) + conv.bias[...])
+    x = x.reshape(x.shape[0], -1)
+    train = rngs is not None
+    x = model.dropout(jax.nn.relu(model.dense1(x)), deterministic=not train, rngs=rngs)
+    x = model.dropout(jax.nn.relu(model.dense2(x)), deterministic=not train, rngs=rngs)
+    return model.head(x)
+
+
+FORWARDS = {"fast": lambda m, x, rngs: m(x, rngs=rngs), "reference": reference_forward, "laxfwd": laxfwd_forward}
 
 
 def make(variant: str, batch: int):

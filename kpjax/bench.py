@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kpjax.augment import make_augmentation
 from kpjax.config import TrainConfig
 from kpjax.keypoints import KAGGLE
 from kpjax.models import create_model
@@ -51,7 +52,7 @@ def bench_train(model_name: str, batch_size: int, steps: int, repeats: int, size
         "targets": rng.uniform(-0.5, 0.5, (batch_size, 2 * KAGGLE.num_keypoints)).astype(np.float32),
         "mask": np.ones((batch_size, 2 * KAGGLE.num_keypoints), bool),
     })
-    train_step = make_train_step(tx, KAGGLE.flip_permutation)
+    train_step = make_train_step(tx, make_augmentation(TrainConfig(), KAGGLE))
     key = jax.random.key(0)
     started = time.perf_counter()
     compiled = train_step.lower(graphdef, state, batch, key).compile()

@@ -21,6 +21,20 @@ DataOption = Annotated[
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model", help="Run directory of a trained model.")]
 
 
+KeypointsOption = Annotated[str, typer.Option("--keypoints", help="15 (Kaggle's keypoints) or 68 (iBUG's points).")]
+SizeOption = Annotated[int, typer.Option(min=16, help="Side of the square face frame, pixels.")]
+ColorOption = Annotated[bool, typer.Option("--color/--grey", help="Colour (RGB) or grey-scale frames.")]
+StrictOption = Annotated[bool, typer.Option(help="Stop at the first face a source cannot use, instead of skipping it.")]
+MarkupOption = Annotated[Optional[str], typer.Option(help="68-point markup of .pts data: ibug or fgnet (default: detected).")]
+KEYPOINT_LAYOUTS = {"15": "kaggle", "68": "ibug68"}
+
+
+def _layout_name(keypoints: str) -> str:
+    if keypoints not in KEYPOINT_LAYOUTS:
+        raise KpjaxError(f"--keypoints {keypoints}: expected 15 or 68")
+    return KEYPOINT_LAYOUTS[keypoints]
+
+
 def _load_model(run_dir: Optional[Path]):
     from kpjax.checkpoint import load_model
 
@@ -43,6 +57,16 @@ def train(
     complete_only: Annotated[bool, typer.Option(help="Drop faces with any missing keypoint (the seed's choice).")] = False,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.95)] = 0.2,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Turn off horizontal-flip augmentation.")] = False,
+    rotation: Annotated[float, typer.Option(min=0.0, help="Augment: random rotation, +-degrees.")] = 0.0,
+    scale: Annotated[float, typer.Option(min=0.0, help="Augment: random zoom, +-fraction (log-uniform).")] = 0.0,
+    shift: Annotated[float, typer.Option(min=0.0, help="Augment: random shift, +-pixels.")] = 0.0,
+    photometric: Annotated[bool, typer.Option(help="Augment: random contrast, brightness and blur.")] = False,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay (0: plain Adam).")] = 0.0,
+    keypoints: KeypointsOption = "15",
+    size: SizeOption = 96,
+    color: ColorOption = False,
+    strict: StrictOption = False,
+    markup: MarkupOption = None,
     devices: Annotated[str, typer.Option(help="Devices per process to split each --batch over: N or all.")] = "1",
     coordinator: Annotated[Optional[str], typer.Option(
         envvar="JAX_COORDINATOR_ADDRESS",
@@ -63,7 +87,9 @@ def train(
         raise KpjaxError(f"--schedule {schedule}: expected constant or cosine")
     config = TrainConfig(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr,
                          schedule=schedule, seed=seed, complete_only=complete_only, val_fraction=val_fraction,
-                         flip=not no_flip, devices=parse_devices(devices))
+                         flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
+                         weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size, color=color,
+                         strict=strict, markup=markup, devices=parse_devices(devices))
     if (coordinator, num_processes, process_id) != (None, None, None):
         init_distributed(coordinator, num_processes, process_id)
     result = run_training(config, run_dir, resume=resume)
@@ -79,6 +105,8 @@ def evaluate(
     data: DataOption = None,
     model: ModelDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    strict: StrictOption = False,
+    markup: MarkupOption = None,
 ):
     """Accuracy of a trained model: the seed's MSE/MAE, RMSE in pixels, NME and per-keypoint RMSE."""
     from kpjax.evaluate import evaluate_model
@@ -86,7 +114,8 @@ def evaluate(
     from kpjax.sources import LoadOptions, load_data
 
     net, config = _load_model(model)
-    dataset = load_data(data, LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color))
+    dataset = load_data(data, LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
+                                          strict=strict, markup=markup))
     metrics = evaluate_model(net, dataset)
     if as_json:
         typer.echo(json.dumps(metrics))
@@ -99,17 +128,63 @@ def evaluate(
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Face crops (any size or colour).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos, folders of photos, or videos.")],
     model: ModelDirOption = None,
-    out: Annotated[Path, typer.Option(help="Folder for NAME.json and the overlay NAME.png.")] = Path("predictions"),
+    out: Annotated[Path, typer.Option(help="Folder for the overlays and predictions.json/csv.")] = Path("predictions"),
+    fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    no_detect: Annotated[bool, typer.Option("--no-detect", help="Take every image whole as one face crop.")] = False,
+    detect_size: Annotated[int, typer.Option(min=64, help="Longer side (px) faces are searched at; "
+                                             "raise it to find smaller faces.")] = 320,
+    smooth: Annotated[Optional[float], typer.Option(help="Video: exponential smoothing weight of the newest "
+                                                    "frame, in (0, 1].")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Faces per network call.")] = 32,
 ):
-    """Keypoints of face crops, in each input image's pixels, with an overlay image."""
-    from kpjax.predict import predict_files
+    """Find every face, predict its keypoints in the original pixels, draw them, and write the results.
+
+    A size x size image (a Kaggle crop) is taken as a face already. Exit status 3 when no face is found at all.
+    """
+    from kpjax.detect import FaceDetector
+    from kpjax.predict import Predictor, predict_paths
 
     net, config = _load_model(model)
-    results = predict_files(net, config, images, out)
-    for result in results:
-        typer.echo(json.dumps(result))
+    predictor = Predictor(net, config, None if no_detect else FaceDetector(detect_size), batch_size=batch)
+    summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, progress=sys.stderr.isatty(), echo=typer.echo)
+    typer.echo(f"{summary['images']} images, {summary['videos']} videos, {summary['faces']} faces "
+               f"({summary['no_face']} images without a face, {summary['unreadable']} unreadable); "
+               f"images in {summary['seconds']:.2f}s, {summary['images_per_second']:.1f} images/s; results in {out}")
+    if summary["faces"] == 0:
+        raise typer.Exit(3)
+
+
+@app.command()
+def submit(
+    model: Annotated[Path, typer.Argument(help="Run directory of a trained model (Kaggle keypoints).")],
+    test: Annotated[Path, typer.Option(help="Kaggle's test.csv.")] = Path("test.csv"),
+    lookup: Annotated[Path, typer.Option(help="Kaggle's IdLookupTable.csv.")] = Path("IdLookupTable.csv"),
+    out: Annotated[Path, typer.Option(help="Where the submission CSV goes.")] = Path("submission.csv"),
+):
+    """A Kaggle submission (RowId,Location), checked against the lookup table before it is written."""
+    from kpjax.submit import write_submission
+
+    net, config = _load_model(model)
+    submission = write_submission(net, config, test, lookup, out)
+    typer.echo(f"{len(submission)} rows written to {out}")
+
+
+@app.command()
+def export(
+    model: ModelDirOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",
+    out: Annotated[Path, typer.Option(help="Where the exported model goes.")] = Path("model.onnx"),
+):
+    """The model as ONNX (uint8 NHWC images in), checked against JAX with onnxruntime before it is written."""
+    from kpjax.export import TOLERANCE, export_onnx
+
+    if fmt != "onnx":
+        raise KpjaxError(f"--format {fmt}: only onnx is supported")
+    net, config = _load_model(model)
+    difference = export_onnx(net, config, out)
+    typer.echo(f"wrote {out}; onnxruntime matches JAX within {difference:.1e} (tolerance {TOLERANCE:g})")
 
 
 @app.command()
@@ -132,6 +207,42 @@ def bench(
     else:
         typer.echo(f"backend {result['backend']} ({result['device']}), model {model}, batch {batch}")
         typer.echo(format_table({"kpjax": result}))
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and convert face datasets.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("stats")
+def data_stats(
+    sources: Annotated[list[str], typer.Argument(help="Data sources, as for --data.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    reference: Annotated[Optional[Path], typer.Option(
+        help="Kaggle label file to compare with (default: built-in statistics of Kaggle's complete rows).")] = None,
+    strict: StrictOption = False,
+    markup: MarkupOption = None,
+):
+    """How the converted faces are distributed, against Kaggle's own keypoint statistics."""
+    from kpjax.sources import LoadOptions
+    from kpjax.stats import data_stats as compute_stats, format_stats
+
+    stats = compute_stats(sources, LoadOptions(strict=strict, markup=markup), reference=reference)
+    typer.echo(json.dumps(stats) if as_json else format_stats(stats))
+
+
+@data_app.command("convert")
+def data_convert(
+    sources: Annotated[list[str], typer.Argument(help="Data sources, as for --data.")],
+    out: Annotated[Path, typer.Option(help="Kaggle-format training CSV to write.")] = Path("training.csv"),
+    strict: StrictOption = False,
+    markup: MarkupOption = None,
+):
+    """Write faces from any source as a Kaggle-format training.csv (96x96 grey, 15 keypoints)."""
+    from kpjax.sources import LoadOptions
+    from kpjax.sources.convert import convert_to_csv
+
+    rows = convert_to_csv(sources, out, LoadOptions(strict=strict, markup=markup))
+    typer.echo(f"wrote {rows} faces to {out}")
 
 
 def main() -> None:

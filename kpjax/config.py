@@ -20,9 +20,14 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": decay to 0 over the run after a short warm-up
     weight_decay: float = 0.0
     flip: bool = True
+    rotation: float = 0.0  # degrees, uniform in +-rotation
+    scale: float = 0.0  # log-uniform zoom in [1/(1+scale), 1+scale]
+    shift: float = 0.0  # pixels, uniform in +-shift per axis
+    photometric: bool = False  # random contrast, brightness and blur
     val_fraction: float = 0.2
     complete_only: bool = False
     strict: bool = False
+    markup: str | None = None  # 68-point markup of .pts sources: "ibug" or "fgnet"; None detects it
     seed: int = 0
     devices: int | str = 1  # devices per process for data parallelism, or "all"
 

@@ -18,8 +18,6 @@ class Layout:
     name: str
     names: tuple[str, ...]
     flip_permutation: tuple[int, ...]
-    # The two points whose distance normalises NME (eye centres for Kaggle, outer eye corners for iBUG).
-    interocular: tuple[int, int]
 
     @property
     def num_keypoints(self) -> int:
@@ -61,7 +59,7 @@ KAGGLE_NAMES = (
     "mouth_center_top_lip",
     "mouth_center_bottom_lip",
 )
-KAGGLE = Layout("kaggle", KAGGLE_NAMES, _flip_permutation(KAGGLE_NAMES), interocular=(0, 1))
+KAGGLE = Layout("kaggle", KAGGLE_NAMES, _flip_permutation(KAGGLE_NAMES))
 
 # iBUG 68 points as seen in the image (index 0 on the image's left); a flip maps
 # each point to its mirror partner.
@@ -82,7 +80,7 @@ def _ibug_flip() -> tuple[int, ...]:
     return tuple(perm)
 
 
-IBUG68 = Layout("ibug68", tuple(f"point_{i}" for i in range(68)), _ibug_flip(), interocular=(36, 45))
+IBUG68 = Layout("ibug68", tuple(f"point_{i}" for i in range(68)), _ibug_flip())
 
 LAYOUTS = {layout.name: layout for layout in (KAGGLE, IBUG68)}
 
@@ -112,6 +110,15 @@ def denormalise(values: np.ndarray, size: int) -> np.ndarray:
 
 
 def interocular_distance(keypoints: np.ndarray, layout: Layout) -> np.ndarray:
-    """(N, K, 2) pixels to (N,) distances between the layout's two eye points (NaN if either is missing)."""
-    a, b = layout.interocular
-    return np.linalg.norm(keypoints[:, a] - keypoints[:, b], axis=-1)
+    """(..., K, 2) keypoints to (...,) distances between the eye centres, the NME normaliser.
+
+    Eye centres in both layouts (iBUG: the mean of each eye's six points), so
+    15- and 68-point NMEs are comparable.
+    """
+    if layout == KAGGLE:
+        left, right = keypoints[..., 0, :], keypoints[..., 1, :]
+    elif layout == IBUG68:
+        left, right = keypoints[..., 42:48, :].mean(axis=-2), keypoints[..., 36:42, :].mean(axis=-2)
+    else:
+        raise ValueError(f"no eye centres known for layout {layout.name}")
+    return np.linalg.norm(left - right, axis=-1)

@@ -192,7 +192,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
                 try:
                     loaded.append((path, read_image(path)))
                 except KpjaxError as error:
-                    echo(f"{path}: skipped: {error}")
+                    echo(f"skipped: {error}")
                     results.append(ImageResult(str(path), error=str(error)))
                     summary["unreadable"] += 1
             for (path, image), faces in zip(loaded, predictor([image for _, image in loaded])):
@@ -215,7 +215,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
             result = predict_video(predictor, path, out_dir / _overlay_name(path, taken, ""), smooth=smooth,
                                    progress=progress)
         except KpjaxError as error:
-            echo(f"{path}: skipped: {error}")
+            echo(f"skipped: {error}")
             summary["unreadable"] += 1
             continue
         echo(f"{path}: {result['frames']} frames, {result['faces']} faces -> {result['video']}, {result['csv']}")

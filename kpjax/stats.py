@@ -132,7 +132,8 @@ def format_stats(stats: dict) -> str:
     ]
     for source, s in stats["sources"].items():
         offset = f"{s['max_mean_offset']:.2f} ({s['worst_keypoint']}) {verdict(s['passes']['mean'])}"
-        ratio = f"{s['std_ratio_min']:.2f}/{s['std_ratio_median']:.2f}/{s['std_ratio_max']:.2f} {verdict(s['passes']['std'])}"
+        ratio = (f"{s['std_ratio_min']:.2f}/{s['std_ratio_median']:.2f}/{s['std_ratio_max']:.2f} "
+                 f"{verdict(s['passes']['std'])}")
         rmse = f"{s['mean_face_rmse']:.2f} vs {s['reference_rmse']:.2f} {verdict(s['passes']['rmse'])}"
         lines.append(f"{source:<22}{s['faces']:>7}  {offset:<38}{ratio:<30}{rmse}")
     c = stats["criteria"]

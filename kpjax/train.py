@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from kpjax.augment import make_augmentation
 from kpjax.checkpoint import RunCheckpoints
 from kpjax.config import TrainConfig
 from kpjax.dataset import Dataset, group_split, save_split
@@ -57,7 +58,7 @@ class _StopRequest:
 
 def load_training_data(config: TrainConfig) -> Dataset:
     options = LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
-                          strict=config.strict, seed=config.seed)
+                          strict=config.strict, seed=config.seed, markup=config.markup)
     dataset = load_data(config.data, options)
     if config.complete_only:
         dataset = dataset.complete_only()
@@ -150,7 +151,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
             metrics_path.write_text("")
         history = []
 
-    train_step = make_train_step(tx, layout.flip_permutation if config.flip else None)
+    train_step = make_train_step(tx, make_augmentation(config, layout))
     device_data = parallel.put_data({
         "images": train_share.images, "targets": train_share.targets(), "mask": train_share.mask,
     })

@@ -8,13 +8,13 @@ its buffers are updated in place, and ``nnx.merge`` happens only inside.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from kpjax.augment import random_flip
 from kpjax.config import TrainConfig
 from kpjax.models import to_input
 
@@ -45,16 +45,16 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation):
     return graphdef, {"params": params, "rest": rest, "opt_state": tx.init(params)}
 
 
-def make_train_step(tx: optax.GradientTransformation, flip_permutation: tuple[int, ...] | None):
+def make_train_step(tx: optax.GradientTransformation, augment: Callable[[dict, jax.Array], dict] | None):
     """A jitted step of (graphdef, state, batch, key) -> (state, metrics), state donated."""
 
     def train_step(graphdef, state, batch, key):
-        flip_key, dropout_key = jax.random.split(key)
-        if flip_permutation is not None:
-            batch = random_flip(batch, flip_key, flip_permutation)
+        augment_key, dropout_key = jax.random.split(key)
+        if augment is not None:
+            batch = augment(batch, augment_key)
 
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state["rest"])
+            model = nnx.merge(graphdef, params, state["rest"], copy=True)
             predictions = model(to_input(batch["images"]), rngs=nnx.Rngs(dropout=dropout_key))
             loss = masked_mse(predictions, batch["targets"], batch["mask"])
             return loss, (predictions, nnx.state(model, nnx.Not(nnx.Param)))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kpjax.augment import flip_targets, random_flip
+from kpjax.augment import flip_targets, make_augmentation, random_affine, random_flip, random_photometric
 from kpjax.config import TrainConfig
 from kpjax.dataset import group_split
 from kpjax.keypoints import IBUG68, KAGGLE, normalise
@@ -93,7 +93,7 @@ def _run_steps(steps: int, seed: int = 0):
     model = create_model("seed", num_outputs=30, size=96, channels=1, seed=seed)
     tx = make_optimizer(TrainConfig(learning_rate=3e-4), steps_per_epoch=steps)
     graphdef, state = init_state(model, tx)
-    step = make_train_step(tx, KAGGLE.flip_permutation)
+    step = make_train_step(tx, make_augmentation(TrainConfig(), KAGGLE))
     losses = []
     for i in range(steps):
         state, metrics = step(graphdef, state, batch, jax.random.fold_in(jax.random.key(seed), i))
@@ -107,3 +107,29 @@ def test_training_lowers_the_loss_and_is_deterministic():
     _, again = _run_steps(12)
     for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(again["params"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_random_affine_moves_keypoints_with_the_image():
+    image = np.zeros((8, 96, 96, 1), np.float32)
+    image[:, 30, 60, 0] = 255.0  # one bright dot, labelled as keypoint 0
+    points = np.tile(np.array([[48.0, 48.0]], np.float32), (15, 1))
+    points[0] = (60.0, 30.0)
+    targets, mask = _targets(points)
+    batch = {"images": jnp.asarray(image), "targets": jnp.tile(targets, (8, 1)), "mask": jnp.tile(mask, (8, 1))}
+    out = random_affine(batch, jax.random.key(0), rotation=20.0, scale=0.2, shift=6.0)
+    for i in range(8):
+        warped = np.asarray(out["images"][i, ..., 0])
+        ys, xs = np.nonzero(warped > 0)
+        centre = np.average(np.stack([xs, ys], 1), axis=0, weights=warped[ys, xs])
+        predicted = np.asarray(out["targets"][i]).reshape(15, 2)[0] * 48 + 48
+        np.testing.assert_allclose(predicted, centre, atol=0.35)
+    assert not np.allclose(out["targets"][0], out["targets"][1])  # per-sample parameters
+
+
+def test_photometric_keeps_range_and_targets():
+    data = {"images": jnp.full((4, 96, 96, 1), 128, jnp.uint8), "targets": jnp.zeros((4, 30)),
+            "mask": jnp.ones((4, 30), bool)}
+    out = random_photometric(data, jax.random.key(0))
+    assert float(out["images"].min()) >= 0 and float(out["images"].max()) <= 255
+    assert len(np.unique(np.asarray(out["images"][:, 48, 48, 0]))) == 4
+    np.testing.assert_array_equal(out["targets"], data["targets"])

@@ -47,7 +47,6 @@ _KAGGLE_FROM = {
     },
 }
 MARKUPS_68 = ("ibug", "fgnet")
-POINTS_PER_MARKUP = {"ibug": 68, "fgnet": 68, "mtfl": 5}
 
 MALFORMED = "malformed points"  # the skip reason of a row or .pts file that does not parse
 # A crop must cover at least this many source pixels (a 96-px crop upscales at most 4x).
@@ -99,21 +98,6 @@ def markup_misfit(points: np.ndarray, markup: str) -> float:
 def best_markup(points: np.ndarray) -> str:
     """The 68-point markup whose reading of ``points`` looks most like a face."""
     return min(MARKUPS_68, key=lambda markup: markup_misfit(points, markup))
-
-
-def interocular_distance(keypoints: np.ndarray, layout: Layout) -> np.ndarray:
-    """(..., K, 2) keypoints to (...,) distances between the eye centres, the NME normaliser.
-
-    Eye centres in both layouts (iBUG: the mean of each eye's six points), so
-    15- and 68-point NMEs are comparable.
-    """
-    if layout == KAGGLE:
-        left, right = keypoints[..., 0, :], keypoints[..., 1, :]
-    elif layout == IBUG68:
-        left, right = keypoints[..., 42:48, :].mean(axis=-2), keypoints[..., 36:42, :].mean(axis=-2)
-    else:
-        raise ValueError(f"no eye centres known for layout {layout.name}")
-    return np.linalg.norm(left - right, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +240,10 @@ def _pixel_strings(images: np.ndarray) -> list[str]:
 
 
 def convert_to_csv(specs: list[str], out_path: Path, options=None) -> int:
-    """Write the sources as a Kaggle training.csv (30 keypoint columns, empty where missing, then Image); returns the row count."""
+    """Write the sources as a Kaggle training.csv: 30 keypoint columns (empty where missing), then Image.
+
+    Returns the number of rows written.
+    """
     import csv
 
     from kpjax.sources import LoadOptions, load_data

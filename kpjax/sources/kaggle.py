@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -40,22 +41,31 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _first_bad_image(path: Path, column: pd.Series) -> KpjaxError:
+    for row, text in enumerate(column):
+        tokens = text.split()
+        if len(tokens) != NUM_PIXELS:
+            return KpjaxError(f"{path}: line {row + 2}, column Image: {len(tokens)} pixel values, expected {NUM_PIXELS}")
+        try:
+            np.array(tokens, dtype=np.float32)
+        except ValueError:
+            return KpjaxError(f"{path}: line {row + 2}, column Image: non-numeric pixel value")
+    return KpjaxError(f"{path}: column Image: unparseable pixel values")
+
+
 def parse_images(path: Path, column: pd.Series) -> np.ndarray:
-    """Space-separated pixel strings to (N, 96, 96, 1) uint8, naming the first bad row."""
-    counts = column.str.split().str.len().to_numpy()
-    for row, count in enumerate(counts):
-        if count != NUM_PIXELS:
-            raise KpjaxError(f"{path}: line {row + 2}, column Image: {count} pixel values, expected {NUM_PIXELS}")
+    """Space-separated pixel strings to (N, 96, 96, 1) uint8, naming the first bad row.
+
+    pandas' C parser reads all rows at once, several times faster than splitting
+    each row in Python; only a failure is diagnosed row by row.
+    """
     try:
-        pixels = np.array(" ".join(column).split(), dtype=np.float32)
-    except ValueError:
-        for row, text in enumerate(column):
-            try:
-                np.array(text.split(), dtype=np.float32)
-            except ValueError:
-                raise KpjaxError(f"{path}: line {row + 2}, column Image: non-numeric pixel value") from None
-        raise
-    pixels = pixels.reshape(len(column), NUM_PIXELS)
+        pixels = pd.read_csv(io.StringIO("\n".join(column)), sep=" ", header=None, dtype=np.float32,
+                             skipinitialspace=True, skip_blank_lines=False).to_numpy()
+    except (ValueError, pd.errors.ParserError):
+        raise _first_bad_image(path, column) from None
+    if pixels.shape != (len(column), NUM_PIXELS) or np.isnan(pixels).any():
+        raise _first_bad_image(path, column)
     bad = ~((pixels >= 0) & (pixels <= 255)).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

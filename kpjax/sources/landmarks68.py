@@ -23,13 +23,16 @@ _FACE_SUFFIX = re.compile(r"_\d{1,2}$")  # Person_Name_VF (video, frame) or phot
 
 
 def person_group(stem: str) -> str:
-    """The person or photo a file name belongs to: FG-NET's subject number, else the name less a ``_VF``/``_N`` suffix."""
+    """The person or photo of a file name: FG-NET's subject number, else the name less a ``_VF``/``_N`` suffix."""
     fgnet = _FGNET_NAME.fullmatch(stem)
     return fgnet.group(1) if fgnet else _FACE_SUFFIX.sub("", stem)
 
 
 def parse_pts(text: str) -> np.ndarray:
-    """iBUG ``.pts`` syntax (``version``, ``n_points: N``, ``{``, N lines ``x y``, ``}``) to (N, 2); ValueError says why."""
+    """iBUG ``.pts`` text (``version``, ``n_points: N``, ``{``, N lines ``x y``, ``}``) to (N, 2).
+
+    A wrong count or syntax raises ValueError saying what is wrong.
+    """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if "{" not in lines or "}" not in lines or lines.index("}") < lines.index("{"):
         raise ValueError("no { ... } block")

@@ -1,0 +1,342 @@
+"""ONNX export: the model's inference function, translated from its jaxpr, runs with onnxruntime alone.
+
+The exported graph is kpjax's own predict step, traced with a symbolic batch:
+
+* input ``images``: uint8, NHWC, (batch, size, size, channels), 0..255, as the
+  crops ``kpjax.predict`` makes (grey models take one channel);
+* output ``keypoints``: float32 (batch, 2K), x then y per keypoint in the
+  seed's units; frame pixels are ``(v + 1) * size / 2``.
+
+Translating the jaxpr rather than walking the module tree keeps the order of
+operations (activations, pooling, custom-gradient ops) exactly as JAX runs it,
+for any registered model built from convolutions, dense layers, batch norm,
+elementwise activations and pooling; anything else is refused by name.
+Operations on parameters alone (bias reshapes, batch-norm scales) are folded
+into constants at export. jax2onnx 0.17 was tried first: it fails on
+``nnx.Dropout(..., rngs=)`` calls and pulls in equinox, huggingface-hub and an
+older orbax, so this small translator is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.extend.core as jcore
+import jax.numpy as jnp
+from jax import export
+import numpy as np
+from flax import nnx
+
+from kpjax.config import TrainConfig
+from kpjax.errors import KpjaxError
+from kpjax.keypoints import LAYOUTS
+from kpjax.train_step import predict_step
+
+OPSET = 18
+TOLERANCE = 1e-4
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise KpjaxError("export needs onnx and onnxruntime: pip install 'kpjax[export]'") from None
+    return onnx
+
+
+class _Graph:
+    """ONNX nodes and constants built up while walking a jaxpr; jax variables map to ONNX value names."""
+
+    def __init__(self):
+        self.onnx = _onnx()
+        self.nodes, self.initializers = [], []
+        self.names: dict = {}  # jax Var -> ONNX value name
+        self.constants: dict = {}  # jax Var -> numpy value known at export time
+
+    def fresh(self, hint: str) -> str:
+        return f"{hint}_{len(self.nodes) + len(self.initializers)}"
+
+    def const(self, value, dtype=None) -> str:
+        name = self.fresh("const")
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def ints(self, values) -> str:
+        return self.const(np.asarray(values, np.int64))
+
+    def node(self, op: str, inputs: list[str], **attributes) -> str:
+        output = self.fresh(op.lower())
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], **attributes))
+        return output
+
+    def known(self, atom) -> bool:
+        return isinstance(atom, jcore.Literal) or atom in self.constants
+
+    def value(self, atom) -> np.ndarray:
+        return np.asarray(atom.val, atom.aval.dtype) if isinstance(atom, jcore.Literal) else self.constants[atom]
+
+    def name(self, atom) -> str:
+        """The ONNX name of a jaxpr atom; an export-time constant becomes an initializer on first use."""
+        if self.known(atom):
+            if isinstance(atom, jcore.Literal) or atom not in self.names:
+                name = self.const(self.value(atom))
+                if isinstance(atom, jcore.Literal):
+                    return name
+                self.names[atom] = name
+        return self.names[atom]
+
+    def walk(self, jaxpr: jcore.Jaxpr, consts: list, inputs: list) -> list:
+        """Translate ``jaxpr``; ``inputs`` are the atoms of the enclosing scope bound to its invars."""
+        for var, value in zip(jaxpr.constvars, consts):
+            self.constants[var] = np.asarray(value)
+        for var, atom in zip(jaxpr.invars, inputs):
+            if self.known(atom):
+                self.constants[var] = self.value(atom)
+            else:
+                self.names[var] = self.names[atom]
+        for eqn in jaxpr.eqns:
+            inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            if inner is not None:  # jit, custom_jvp_call, custom_vjp_call, ...: inline the primal computation
+                closed = inner if isinstance(inner, jcore.ClosedJaxpr) else jcore.ClosedJaxpr(inner, [])
+                results = self.walk(closed.jaxpr, closed.consts, eqn.invars[-len(closed.jaxpr.invars):])
+                for var, atom in zip(eqn.outvars, results):
+                    if self.known(atom):
+                        self.constants[var] = self.value(atom)
+                    else:
+                        self.names[var] = self.names[atom]
+            elif all(self.known(atom) for atom in eqn.invars):
+                values = eqn.primitive.bind(*[self.value(a) for a in eqn.invars], **eqn.params)
+                for var, value in zip(eqn.outvars, values if eqn.primitive.multiple_results else [values]):
+                    self.constants[var] = np.asarray(value)
+            else:
+                translate = _TRANSLATIONS.get(eqn.primitive.name)
+                if translate is None:
+                    raise KpjaxError(f"export: JAX operation {eqn.primitive.name!r} has no ONNX translation")
+                self.names[eqn.outvars[0]] = translate(self, eqn)
+        return jaxpr.outvars
+
+
+def _static(shape) -> list[int]:
+    """A jaxpr shape as ONNX Reshape wants it: the one symbolic (batch) size becomes -1."""
+    dims = [d if isinstance(d, int) else -1 for d in shape]
+    if dims.count(-1) > 1:
+        raise KpjaxError(f"export: shape {shape} has more than one batch-dependent size")
+    return dims
+
+
+def _elementwise(op: str):
+    return lambda g, eqn: g.node(op, [g.name(a) for a in eqn.invars])
+
+
+def _rsqrt(g, eqn):
+    return g.node("Reciprocal", [g.node("Sqrt", [g.name(eqn.invars[0])])])
+
+
+def _integer_pow(g, eqn):
+    x = eqn.invars[0]
+    return g.node("Pow", [g.name(x), g.const(eqn.params["y"], x.aval.dtype)])
+
+
+def _convert(g, eqn):
+    onnx = g.onnx
+    to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(eqn.params["new_dtype"]))
+    return g.node("Cast", [g.name(eqn.invars[0])], to=to)
+
+
+def _reshape(g, eqn):
+    if eqn.params.get("dimensions") is not None:
+        raise KpjaxError("export: reshape with a dimension order has no ONNX translation")
+    return g.node("Reshape", [g.name(eqn.invars[0]), g.ints(_static(eqn.params["new_sizes"]))])
+
+
+def _broadcast_in_dim(g, eqn):
+    shape, dims = eqn.params["shape"], eqn.params["broadcast_dimensions"]
+    operand = eqn.invars[0]
+    kept = [1] * len(shape)
+    for i, d in zip(dims, operand.aval.shape):
+        kept[i] = d
+    x = g.node("Reshape", [g.name(operand), g.ints(_static(kept))])
+    # Expand broadcasts both ways, so 1 for the batch size keeps the operand's.
+    return g.node("Expand", [x, g.ints([d if isinstance(d, int) else 1 for d in shape])])
+
+
+def _squeeze(g, eqn):
+    return g.node("Squeeze", [g.name(eqn.invars[0]), g.ints(eqn.params["dimensions"])])
+
+
+def _transpose(g, eqn):
+    return g.node("Transpose", [g.name(eqn.invars[0])], perm=list(eqn.params["permutation"]))
+
+
+def _slice(g, eqn):
+    x = eqn.invars[0]
+    strides = eqn.params["strides"] or [1] * x.aval.ndim
+    limits = [d if isinstance(d, int) else INT64_MAX for d in eqn.params["limit_indices"]]
+    return g.node("Slice", [g.name(x), g.ints(eqn.params["start_indices"]), g.ints(limits),
+                            g.ints(range(x.aval.ndim)), g.ints(strides)])
+
+
+def _gather(g, eqn):
+    """Only the gather that jnp indexing emits for a constant slice when the batch size is symbolic."""
+    operand, indices = eqn.invars
+    numbers, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
+    ndim = operand.aval.ndim
+    if (not g.known(indices) or indices.aval.ndim != 1 or numbers.collapsed_slice_dims
+            or numbers.operand_batching_dims or tuple(numbers.offset_dims) != tuple(range(ndim))):
+        raise KpjaxError("export: a gather other than a constant slice has no ONNX translation")
+    starts = [0] * ndim
+    for axis, start in zip(numbers.start_index_map, g.value(indices)):
+        starts[axis] = int(start)
+    ends = [start + size if isinstance(size, int) else INT64_MAX for start, size in zip(starts, sizes)]
+    return g.node("Slice", [g.name(operand), g.ints(starts), g.ints(ends), g.ints(range(ndim))])
+
+
+def _concatenate(g, eqn):
+    return g.node("Concat", [g.name(a) for a in eqn.invars], axis=eqn.params["dimension"])
+
+
+def _reduce(op: str):
+    def translate(g, eqn):
+        return g.node(op, [g.name(eqn.invars[0]), g.ints(eqn.params["axes"])], keepdims=0)
+
+    return translate
+
+
+def _select_n(g, eqn):
+    predicate, *cases = eqn.invars
+    if len(cases) != 2 or predicate.aval.dtype != np.bool_:
+        raise KpjaxError("export: select_n with an integer selector has no ONNX translation")
+    return g.node("Where", [g.name(predicate), g.name(cases[1]), g.name(cases[0])])
+
+
+def _dot_general(g, eqn):
+    (contract_l, contract_r), (batch_l, batch_r) = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars
+    if batch_l or batch_r or list(contract_l) != [lhs.aval.ndim - 1] or rhs.aval.ndim != 2:
+        raise KpjaxError(f"export: dot_general {eqn.params['dimension_numbers']} has no ONNX translation")
+    weights = g.name(rhs) if list(contract_r) == [0] else g.node("Transpose", [g.name(rhs)], perm=[1, 0])
+    return g.node("MatMul", [g.name(lhs), weights])
+
+
+def _conv(g, eqn):
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    if any(d != 1 for d in p["lhs_dilation"]) or p["batch_group_count"] != 1:
+        raise KpjaxError("export: transposed or batch-grouped convolutions have no ONNX translation")
+    x = g.node("Transpose", [g.name(eqn.invars[0])], perm=list(lhs_spec))  # to N, C, spatial...
+    kernel = g.node("Transpose", [g.name(eqn.invars[1])], perm=list(rhs_spec))  # to O, I, spatial...
+    pads = [lo for lo, _ in p["padding"]] + [hi for _, hi in p["padding"]]
+    y = g.node("Conv", [x, kernel], strides=list(p["window_strides"]), pads=pads,
+               dilations=list(p["rhs_dilation"]), group=p["feature_group_count"])
+    return g.node("Transpose", [y], perm=[int(i) for i in np.argsort(out_spec)])
+
+
+def _pool(op: str):
+    """reduce_window_{max,sum} over the windowed axes, with the other two (batch, channels) moved first."""
+
+    def translate(g, eqn):
+        p = eqn.params
+        window, strides, padding = p["window_dimensions"], p["window_strides"], p["padding"]
+        pooled = [i for i, (w, s, pad) in enumerate(zip(window, strides, padding)) if (w, s, *pad) != (1, 1, 0, 0)]
+        rest = [i for i in range(len(window)) if i not in pooled]
+        if len(rest) != 2 or any(d != 1 for d in p["base_dilation"]) or any(p["window_dilation"][i] != 1 for i in rest):
+            raise KpjaxError(f"export: pooling window {window} has no ONNX translation")
+        perm = rest + pooled
+        x = g.node("Transpose", [g.name(eqn.invars[0])], perm=perm)
+        attributes = dict(kernel_shape=[window[i] for i in pooled], strides=[strides[i] for i in pooled],
+                          pads=[padding[i][0] for i in pooled] + [padding[i][1] for i in pooled],
+                          dilations=[p["window_dilation"][i] for i in pooled])
+        if op == "MaxPool":
+            y = g.node("MaxPool", [x], **attributes)
+        else:  # a windowed sum is an average that counts the padding, times the window's size
+            average = g.node("AveragePool", [x], count_include_pad=1, **attributes)
+            y = g.node("Mul", [average, g.const(np.prod(attributes["kernel_shape"]), eqn.outvars[0].aval.dtype)])
+        return g.node("Transpose", [y], perm=[int(i) for i in np.argsort(perm)])
+
+    return translate
+
+
+_TRANSLATIONS = {
+    **{name: _elementwise(op) for name, op in {
+        "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min", "pow": "Pow",
+        "neg": "Neg", "exp": "Exp", "log": "Log", "tanh": "Tanh", "logistic": "Sigmoid", "sqrt": "Sqrt",
+        "abs": "Abs", "erf": "Erf", "copy": "Identity",
+    }.items()},
+    "rsqrt": _rsqrt,
+    "integer_pow": _integer_pow,
+    "convert_element_type": _convert,
+    "reshape": _reshape,
+    "broadcast_in_dim": _broadcast_in_dim,
+    "squeeze": _squeeze,
+    "transpose": _transpose,
+    "slice": _slice,
+    "gather": _gather,
+    "concatenate": _concatenate,
+    "reduce_max": _reduce("ReduceMax"),
+    "reduce_min": _reduce("ReduceMin"),
+    "reduce_sum": _reduce("ReduceSum"),
+    "select_n": _select_n,
+    "dot_general": _dot_general,
+    "conv_general_dilated": _conv,
+    "reduce_window_max": _pool("MaxPool"),
+    "reduce_window_sum": _pool("AveragePool"),
+}
+
+
+def to_onnx(model: nnx.Module, config: TrainConfig):
+    """The model's predict step as an ONNX ModelProto (uint8 NHWC images in, (batch, 2K) keypoints out)."""
+    onnx = _onnx()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    channels = 3 if config.color else 1
+    (batch,) = export.symbolic_shape("batch")
+    spec = jax.ShapeDtypeStruct((batch, config.size, config.size, channels), jnp.uint8)
+    closed = jax.make_jaxpr(lambda images: predict_step(graphdef, params, rest, images))(spec)
+    g = _Graph()
+    (images,) = closed.jaxpr.invars
+    g.names[images] = "images"
+    (result,) = g.walk(closed.jaxpr, closed.consts, [images])
+    g.nodes.append(onnx.helper.make_node("Identity", [g.name(result)], ["keypoints"]))
+    layout = LAYOUTS[config.keypoints]
+    graph = onnx.helper.make_graph(
+        g.nodes, "kpjax", [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.UINT8, ["batch", config.size, config.size, channels])],
+        [onnx.helper.make_tensor_value_info("keypoints", onnx.TensorProto.FLOAT, ["batch", 2 * layout.num_keypoints])],
+        g.initializers,
+    )
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="kpjax")
+    proto.ir_version = 9  # readable by onnxruntime releases from 1.16 on
+    onnx.helper.set_model_props(proto, {
+        "keypoints": json.dumps(layout.names), "size": str(config.size), "color": str(config.color),
+        "input": "uint8 NHWC 0..255", "output": "x, y per keypoint; frame pixels = (v + 1) * size / 2",
+    })
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: int = 0) -> float:
+    """Max |onnxruntime - JAX| on a batch of random images; raises if it exceeds ``TOLERANCE``."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise KpjaxError("export needs onnx and onnxruntime: pip install 'kpjax[export]'") from None
+    channels = 3 if config.color else 1
+    images = np.random.default_rng(seed).integers(0, 256, (batch, config.size, config.size, channels), np.uint8)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    expected = np.asarray(predict_step(graphdef, params, rest, images))
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(["keypoints"], {"images": images})
+    difference = float(np.abs(actual - expected).max())
+    if not difference <= TOLERANCE:
+        raise KpjaxError(f"export: ONNX and JAX outputs differ by {difference:.2e} (> {TOLERANCE:g}); nothing written")
+    return difference
+
+
+def export_onnx(model: nnx.Module, config: TrainConfig, out: Path) -> float:
+    """Write the model as ONNX to ``out`` once onnxruntime reproduces JAX on a batch; returns the max difference."""
+    proto = to_onnx(model, config)
+    difference = verify(proto, model, config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(proto.SerializeToString())
+    return difference

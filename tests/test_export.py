@@ -1,0 +1,71 @@
+"""ONNX export: onnxruntime reproduces the JAX predict step, for the seed CNN and for batch-norm/pooling models."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import onnxruntime
+import pytest
+from flax import nnx
+from typer.testing import CliRunner
+
+from kpjax.checkpoint import load_model
+from kpjax.cli import app
+from kpjax.config import TrainConfig
+from kpjax.errors import KpjaxError
+from kpjax.export import to_onnx, verify
+from kpjax.models import MODELS, create_model
+from kpjax.sources.synthetic import make_faces
+from kpjax.train_step import predict_step
+
+
+def test_export_round_trip(trained_run, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = CliRunner().invoke(app, ["export", "--model", str(trained_run), "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime matches JAX" in result.output
+    model, _ = load_model(trained_run)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    faces = make_faces(5, seed=3).images
+    for batch in (faces[:1], faces):  # the batch size is free
+        (onnx_out,) = session.run(["keypoints"], {"images": batch})
+        assert onnx_out.shape == (len(batch), 30)
+        np.testing.assert_allclose(onnx_out, np.asarray(predict_step(graphdef, params, rest, batch)), atol=1e-4)
+
+
+class PoolNet(nnx.Module):
+    """Layers the seed CNN lacks: strided SAME conv, batch norm, flax pooling, an activation other than ReLU."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(1, 8, (3, 3), strides=2, padding="SAME", rngs=rngs)
+        self.norm = nnx.BatchNorm(8, use_running_average=True, rngs=rngs)
+        self.head = nnx.Linear(8 * 12 * 12, 30, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(jax.nn.gelu(self.norm(self.conv(x))), (2, 2), (2, 2))
+        x = nnx.avg_pool(x, (3, 3), (2, 2), padding="SAME")
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("name", ["resnet-small", "pool-net"])
+def test_other_layers_export(name):
+    config = TrainConfig(model=name)
+    if name == "pool-net":
+        model = PoolNet(nnx.Rngs(0))
+        model.norm.mean.value = jax.random.normal(jax.random.key(1), (8,))
+        model.norm.var.value = jax.random.uniform(jax.random.key(2), (8,), minval=0.5, maxval=2.0)
+    else:
+        if name not in MODELS:
+            pytest.skip(f"{name} is not registered")
+        model = create_model(name, num_outputs=30, size=96, channels=1)
+    assert verify(to_onnx(model, config), model, config) <= 1e-4
+
+
+def test_unsupported_operation_is_named():
+    class Sorter(nnx.Module):
+        def __call__(self, x):
+            return jax.numpy.sort(x.reshape(x.shape[0], -1), axis=1)[:, :30]
+
+    with pytest.raises(KpjaxError, match="sort"):
+        to_onnx(Sorter(), TrainConfig())
