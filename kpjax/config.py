@@ -25,6 +25,7 @@ class TrainConfig:
     shift: float = 0.0  # pixels, uniform in +-shift per axis
     photometric: bool = False  # random contrast, brightness and blur
     val_fraction: float = 0.2
+    split: str = "group"  # "group": all faces of a person on one side; "row": faces split independently
     complete_only: bool = False
     strict: bool = False
     markup: str | None = None  # 68-point markup of .pts sources: "ibug" or "fgnet"; None detects it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -49,11 +50,11 @@ class Dataset:
     @property
     def mask(self) -> np.ndarray:
         """(N, 2K) bool: which target values are present."""
-        return ~np.isnan(self.keypoints.reshape(len(self), -1))
+        return ~np.isnan(self.keypoints.reshape(len(self), 2 * self.layout.num_keypoints))
 
     def targets(self) -> np.ndarray:
         """(N, 2K) float32 in the seed's units, missing values set to 0 (masked out)."""
-        flat = normalise(self.keypoints.reshape(len(self), -1), self.size)
+        flat = normalise(self.keypoints.reshape(len(self), 2 * self.layout.num_keypoints), self.size)
         return np.nan_to_num(flat, nan=0.0).astype(np.float32)
 
     def subset(self, index: np.ndarray) -> Dataset:
@@ -80,18 +81,20 @@ class Dataset:
 
 
 def group_split(groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split into (train, val) indices with every group on one side only."""
+    """Seeded split into (train, val) indices with every group on one side only.
+
+    Each group's side depends only on (seed, group name), not on which other faces
+    are loaded, so runs on different mixes of sources share one validation split
+    for the faces they have in common.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     unique, inverse = np.unique(groups, return_inverse=True)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    sizes = np.bincount(inverse, minlength=len(unique))
-    target = val_fraction * len(groups)
-    cumulative = np.cumsum(sizes[order])
-    num_val_groups = int(np.searchsorted(cumulative, target)) if target > 0 else 0
-    is_val_group = np.zeros(len(unique), bool)
-    is_val_group[order[:num_val_groups]] = True
-    is_val = is_val_group[inverse]
+    draws = np.array([
+        int.from_bytes(hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest(), "little") / 2.0**64
+        for group in unique
+    ])
+    is_val = (draws < val_fraction)[inverse]
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kpjax.augment import flip_targets
 from kpjax.dataset import Dataset
 from kpjax.keypoints import denormalise, interocular_distance
 from kpjax.train_step import predict_step
@@ -23,9 +25,17 @@ def predict_normalised(graphdef, params, rest, images: np.ndarray, batch_size: i
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
+                  flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
+    """Predictions in the seed's units; with ``flip_permutation``, averaged with those of the mirrored
+    image mapped back (flip test-time augmentation)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return predict_normalised(graphdef, params, rest, images, batch_size)
+    predictions = predict_normalised(graphdef, params, rest, images, batch_size)
+    if flip_permutation is None:
+        return predictions
+    mirrored = predict_normalised(graphdef, params, rest, np.ascontiguousarray(images[:, :, ::-1]), batch_size)
+    unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation, images.shape[2])
+    return (predictions + np.asarray(unflipped)) / 2
 
 
 def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:
@@ -60,5 +70,6 @@ def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:
     return result
 
 
-def evaluate_model(model: nnx.Module, dataset: Dataset) -> dict:
-    return keypoint_metrics(predict_model(model, dataset.images), dataset)
+def evaluate_model(model: nnx.Module, dataset: Dataset, flip_tta: bool = False) -> dict:
+    flip_permutation = dataset.layout.flip_permutation if flip_tta else None
+    return keypoint_metrics(predict_model(model, dataset.images, flip_permutation=flip_permutation), dataset)

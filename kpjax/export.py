@@ -34,7 +34,7 @@ from kpjax.errors import KpjaxError
 from kpjax.keypoints import LAYOUTS
 from kpjax.train_step import predict_step
 
-OPSET = 18
+OPSET = 19  # AveragePool takes dilations from 19 on
 TOLERANCE = 1e-4
 INT64_MAX = np.iinfo(np.int64).max
 

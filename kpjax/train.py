@@ -66,7 +66,11 @@ def load_training_data(config: TrainConfig) -> Dataset:
 
 
 def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    train_index, val_index = group_split(dataset.groups, config.val_fraction, config.seed)
+    if config.split not in ("group", "row"):
+        raise KpjaxError(f"--split {config.split}: expected group or row")
+    # A row split treats every face as its own group: near-identical video frames then land on both sides.
+    groups = dataset.groups if config.split == "group" else np.arange(len(dataset)).astype(str)
+    train_index, val_index = group_split(groups, config.val_fraction, config.seed)
     if len(train_index) < config.batch_size:
         raise KpjaxError(
             f"--batch {config.batch_size}: larger than the {len(train_index)} training faces; use a smaller batch"

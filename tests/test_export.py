@@ -53,8 +53,8 @@ def test_other_layers_export(name):
     config = TrainConfig(model=name)
     if name == "pool-net":
         model = PoolNet(nnx.Rngs(0))
-        model.norm.mean.value = jax.random.normal(jax.random.key(1), (8,))
-        model.norm.var.value = jax.random.uniform(jax.random.key(2), (8,), minval=0.5, maxval=2.0)
+        model.norm.mean[...] = jax.random.normal(jax.random.key(1), (8,))
+        model.norm.var[...] = jax.random.uniform(jax.random.key(2), (8,), minval=0.5, maxval=2.0)
     else:
         if name not in MODELS:
             pytest.skip(f"{name} is not registered")

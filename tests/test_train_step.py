@@ -75,13 +75,16 @@ def test_masked_mse_ignores_missing_values_and_their_gradient():
 
 
 def test_group_split_keeps_each_group_on_one_side_and_is_seeded():
-    groups = np.repeat(np.array([f"person{i}" for i in range(50)]), 4)
+    groups = np.repeat(np.array([f"person{i}" for i in range(500)]), 4)
     train, val = group_split(groups, 0.2, seed=7)
     assert set(groups[train]).isdisjoint(groups[val])
-    assert sorted(np.concatenate([train, val]).tolist()) == list(range(200))
-    assert 0.15 <= len(val) / 200 <= 0.25
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(2000))
+    assert 0.16 <= len(val) / 2000 <= 0.24
     np.testing.assert_array_equal(group_split(groups, 0.2, seed=7)[1], val)
     assert not np.array_equal(group_split(groups, 0.2, seed=8)[1], val)
+    # Adding other sources leaves the validation side of the existing faces unchanged.
+    more = np.concatenate([groups, [f"other{i}" for i in range(300)]])
+    np.testing.assert_array_equal(group_split(more, 0.2, seed=7)[1][: len(val)], val)
 
 
 def _run_steps(steps: int, seed: int = 0):
@@ -133,3 +136,14 @@ def test_photometric_keeps_range_and_targets():
     assert float(out["images"].min()) >= 0 and float(out["images"].max()) <= 255
     assert len(np.unique(np.asarray(out["images"][:, 48, 48, 0]))) == 4
     np.testing.assert_array_equal(out["targets"], data["targets"])
+
+
+def test_flip_tta_of_a_mirror_symmetric_predictor_changes_nothing():
+    from kpjax.evaluate import predict_model
+
+    model = create_model("seed", num_outputs=30, size=96, channels=1, seed=0)
+    images = np.zeros((2, 96, 96, 1), np.uint8)  # a blank image is its own mirror image
+    plain = predict_model(model, images)
+    tta = predict_model(model, images, flip_permutation=KAGGLE.flip_permutation)
+    expected, _ = flip_targets(jnp.asarray(plain), jnp.ones(plain.shape, bool), KAGGLE.flip_permutation, 96)
+    np.testing.assert_allclose(tta, (plain + np.asarray(expected)) / 2, atol=1e-6)

@@ -1,0 +1,108 @@
+"""Shared by the experiment scripts: train a recipe, evaluate its best checkpoint on the fixed
+validation split, and record every figure (with the command that produced it) as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kpjax.checkpoint import load_model
+from kpjax.config import TrainConfig
+from kpjax.evaluate import evaluate_model
+from kpjax.train import load_training_data, split_dataset, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES_68 = ("youtube-faces-68", "fgnet-68", "helen-68-train")
+SOURCES_PARTIAL = ("mtfl-5",)
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
+                        help="folder holding the real face datasets")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="use N drawn faces instead of real data (a smoke test)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    parser.add_argument("--split", choices=("group", "row"), default="group",
+                        help="validation split: by person (default) or by row")
+    parser.add_argument("--run-root", type=Path, default=ROOT / "runs", help="where run directories go")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results",
+                        help="where result JSON files go")
+    return parser.parse_args()
+
+
+def data_specs(args: argparse.Namespace, sources: tuple[str, ...]) -> list[str]:
+    if args.synthetic:
+        return [f"synthetic:{args.synthetic}"]
+    return [str(args.data_root / source) for source in sources]
+
+
+def evaluation_sets(config: TrainConfig, args: argparse.Namespace) -> dict:
+    """The fixed validation faces every recipe is scored on, whatever it trained on.
+
+    The split depends only on (seed, person), so these are the same faces for
+    every recipe: the complete 68-point faces (the headline row), Helen alone
+    (faces in the wild), and MTFL's 5-point faces (partial labels, another source).
+    """
+    everything = dataclasses.replace(config, data=data_specs(args, SOURCES_68 + SOURCES_PARTIAL),
+                                     complete_only=False)
+    dataset = load_training_data(everything)
+    _, val_index = split_dataset(dataset, everything)
+    val = dataset.subset(val_index)
+    if args.synthetic:
+        return {"68-point sources, complete": val}
+    return {
+        "68-point sources, complete": val.subset(np.flatnonzero(np.isin(val.sources, SOURCES_68))).complete_only(),
+        "helen-68-train (in the wild)": val.subset(np.flatnonzero(val.sources == "helen-68-train")),
+        "mtfl-5 (5 points)": val.subset(np.flatnonzero(val.sources == "mtfl-5")),
+    }
+
+
+def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip_tta: bool = False) -> dict:
+    """Train ``config`` (resuming an unfinished run) and write ``results/NAME.json``."""
+    if args.epochs:
+        config = dataclasses.replace(config, epochs=args.epochs)
+    run_dir = args.run_root / name
+    started = time.perf_counter()
+    result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())
+    wall_seconds = time.perf_counter() - started
+    model, _ = load_model(run_dir)
+    evaluations = {label: evaluate_model(model, faces, flip_tta=flip_tta)
+                   for label, faces in evaluation_sets(config, args).items()}
+    history = result.history
+    best = result.best_val
+    record = {
+        "name": name,
+        "command": "python " + shlex.join([str(Path(sys.argv[0]).relative_to(ROOT))
+                                          if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
+        "config": dataclasses.asdict(config),
+        "flip_tta": flip_tta,
+        "best_epoch": result.best_epoch,
+        "train_mse": best["train_mse"],
+        "train_mae": best["train_mae"],
+        "wall_seconds": wall_seconds,
+        "train_images_per_second": statistics.median(h["images_per_second"] for h in history),
+        "params": int(sum(np.size(x) for x in _param_leaves(model))),
+        "evaluations": evaluations,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{name}.json").write_text(json.dumps(record, indent=2))
+    headline = evaluations["68-point sources, complete"]
+    print(f"{name}: val rmse {headline['rmse_px']:.3f}px mse {headline['mse']:.3e} mae {headline['mae']:.4f} "
+          f"(best epoch {result.best_epoch}, {wall_seconds / 60:.1f} min)")
+    return record
+
+
+def _param_leaves(model):
+    import jax
+    from flax import nnx
+
+    return jax.tree.leaves(nnx.state(model, nnx.Param))

@@ -1,0 +1,121 @@
+"""Write EXPERIMENTS.md from the measured results in experiments/results/*.json, with learning
+curves and a grid of validation faces (predicted and true keypoints) as PNGs.
+
+    python experiments/report.py [--runs runs] [--grid-run best]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_REPORTED = {"train_mse": 9.37e-4, "train_mae": 0.0230, "val_mse": 0.0393, "val_mae": 0.0728}
+HEADLINE = "68-point sources, complete"
+
+
+def _row(result: dict) -> str:
+    head = result["evaluations"][HEADLINE]
+    return (f"| {result['name']} | {result['train_mse']:.2e} | {result['train_mae']:.4f} | {head['mse']:.2e} | "
+            f"{head['mae']:.4f} | **{head['rmse_px']:.3f}** | {head['nme']:.4f} | {result['best_epoch']} | "
+            f"{result['params'] / 1e6:.2f} M | {result['wall_seconds'] / 60:.1f} min | "
+            f"{result['train_images_per_second']:.0f} |")
+
+
+def validation_grid(run_dir: Path, out: Path, faces: int = 24) -> None:
+    """A grid of validation faces: true keypoints green, predicted red."""
+    import cv2
+
+    from kpjax.checkpoint import load_model
+    from kpjax.config import TrainConfig
+    from kpjax.evaluate import predict_model
+    from kpjax.keypoints import denormalise
+    from kpjax.train import load_training_data, split_dataset
+
+    config = TrainConfig.load(run_dir)
+    dataset = load_training_data(config)
+    val = dataset.subset(split_dataset(dataset, config)[1])
+    pick = np.random.default_rng(0).choice(len(val), size=min(faces, len(val)), replace=False)
+    model, _ = load_model(run_dir)
+    predicted = denormalise(predict_model(model, val.images[pick]), val.size).reshape(len(pick), -1, 2)
+    scale = 3
+    tiles = []
+    for image, truth, guess in zip(val.images[pick], val.keypoints[pick], predicted):
+        tile = cv2.resize(cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[-1] == 1 else image,
+                          None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        for points, colour in ((truth, (40, 220, 40)), (guess, (255, 40, 40))):
+            for x, y in points:
+                if np.isfinite(x):
+                    centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+                    cv2.circle(tile, centre, 3, colour, -1, cv2.LINE_AA)
+        tiles.append(tile)
+    columns = 8
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.concatenate([np.concatenate(tiles[i : i + columns], 1) for i in range(0, len(tiles), columns)], 0)
+    cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--grid-run", default="best")
+    parser.add_argument("--out", type=Path, default=ROOT / "EXPERIMENTS.md")
+    args = parser.parse_args()
+    figures = args.out.parent / "experiments" / "figures"
+    results = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Experiments",
+        "",
+        "Every figure below was measured by the command in its row on the 2-core CPU machine; `experiments/results/`",
+        "holds the full JSON (per-keypoint and per-source figures included). Validation is the fixed, person-grouped",
+        "20% split (`kpjax.dataset.group_split`, seed 0): the same faces for every row. MSE/MAE are in the seed's",
+        "normalised units, RMSE in pixels of the 96×96 frame, NME per inter-ocular (eye-centre) distance.",
+        "",
+        "| recipe | train MSE | train MAE | val MSE | val MAE | val RMSE px | NME | best epoch | params | train time | img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| seed, as reported (Keras, Kaggle data, random split) | {SEED_REPORTED['train_mse']:.2e} | "
+        f"{SEED_REPORTED['train_mae']:.4f} | {SEED_REPORTED['val_mse']:.2e} | {SEED_REPORTED['val_mae']:.4f} | "
+        f"{np.sqrt(SEED_REPORTED['val_mse']) * 48:.2f} | | | | | |",
+        *[_row(r) for r in results],
+        "",
+        "## By source (validation RMSE px / NME)",
+        "",
+        "| recipe | " + " | ".join(results[0]["evaluations"]) + " |" if results else "",
+        "|---|" + "---|" * (len(results[0]["evaluations"]) if results else 0),
+        *[f"| {r['name']} | " + " | ".join(f"{e['rmse_px']:.3f} / {e['nme']:.4f} (n={e['n']})"
+                                          for e in r["evaluations"].values()) + " |" for r in results],
+        "",
+        "## Per-keypoint validation RMSE (px), 68-point sources",
+        "",
+    ]
+    if results:
+        names = list(results[0]["evaluations"][HEADLINE]["per_keypoint_rmse_px"])
+        lines += ["| keypoint | " + " | ".join(r["name"] for r in results) + " |",
+                  "|---|" + "---|" * len(results)]
+        lines += [f"| {k} | " + " | ".join(f"{r['evaluations'][HEADLINE]['per_keypoint_rmse_px'][k]:.3f}"
+                                          for r in results) + " |" for k in names]
+    lines += ["", "## Commands", ""]
+    lines += [f"- {r['name']}: `{r['command']}`" for r in results]
+    lines += ["", "## Figures", ""]
+    for r in results:
+        curve = args.runs / r["name"] / "learning_curve.png"
+        if curve.exists():
+            shutil.copy(curve, figures / f"{r['name']}_learning_curve.png")
+            lines.append(f"![{r['name']} learning curve](experiments/figures/{r['name']}_learning_curve.png)")
+    if (args.runs / args.grid_run).exists():
+        validation_grid(args.runs / args.grid_run, figures / "validation_grid.png")
+        lines += ["", f"Validation faces, run `{args.grid_run}` (green: truth, red: prediction):", "",
+                  "![validation grid](experiments/figures/validation_grid.png)"]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out} from {len(results)} results")
+
+
+if __name__ == "__main__":
+    main()
