@@ -6,8 +6,11 @@ repeats, because these machines are shared and noisy.
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -17,6 +20,8 @@ import numpy as np
 
 from kpjax.augment import make_augmentation
 from kpjax.config import TrainConfig
+from kpjax.distributed import FORCE_CPU_DEVICES, DataParallel
+from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE
 from kpjax.models import create_model
 from kpjax.train_step import init_state, make_optimizer, make_train_step, predict_step
@@ -42,18 +47,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def bench_train(model_name: str, batch_size: int, steps: int, repeats: int, size: int, channels: int) -> dict:
+def bench_train(model_name: str, batch_size: int, steps: int, repeats: int, size: int, channels: int,
+                devices: int = 1) -> dict:
+    parallel = DataParallel(devices)
+    parallel.check_batch(batch_size)
     model = create_model(model_name, num_outputs=2 * KAGGLE.num_keypoints, size=size, channels=channels)
     tx = make_optimizer(TrainConfig(learning_rate=1e-4), steps_per_epoch=steps)
     graphdef, state = init_state(model, tx)
+    state = parallel.put_state(state)
     rng = np.random.default_rng(0)
-    batch = jax.device_put({
+    batch = parallel.put_batch({
         "images": rng.integers(0, 256, (batch_size, size, size, channels), dtype=np.uint8),
         "targets": rng.uniform(-0.5, 0.5, (batch_size, 2 * KAGGLE.num_keypoints)).astype(np.float32),
         "mask": np.ones((batch_size, 2 * KAGGLE.num_keypoints), bool),
     })
     train_step = make_train_step(tx, make_augmentation(TrainConfig(), KAGGLE))
-    key = jax.random.key(0)
+    key = parallel.put_key(jax.random.key(0))
     started = time.perf_counter()
     compiled = train_step.lower(graphdef, state, batch, key).compile()
     compile_seconds = time.perf_counter() - started
@@ -135,3 +144,42 @@ def format_table(rows: dict[str, dict]) -> str:
             for name, r in rows.items()]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)) for row in [header, *body])
+
+
+def run_scaling(device_counts: list[int], model_name: str = "seed", batch_size: int = 64, steps: int = 10,
+                repeats: int = 5, size: int = 96, channels: int = 1) -> list[dict]:
+    """Data-parallel training throughput per device count, ``batch_size`` images per device.
+
+    Each count runs in its own process: on CPU the number of devices is fixed by
+    XLA_FLAGS before JAX starts. Efficiency is images/s per device against the
+    smallest count's.
+    """
+    rows = []
+    for devices in device_counts:
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(FORCE_CPU_DEVICES)]
+        env = {**os.environ, "XLA_FLAGS": " ".join([*flags, f"{FORCE_CPU_DEVICES}={devices}"])}
+        job = dict(model_name=model_name, batch_size=batch_size * devices, steps=steps, repeats=repeats, size=size,
+                   channels=channels, devices=devices)
+        done = subprocess.run([sys.executable, "-m", "kpjax.bench", json.dumps(job)], env=env, capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise KpjaxError(f"--devices {devices}: " + (done.stderr.strip().splitlines() or ["benchmark failed"])[-1])
+        rows.append({"devices": devices, "global_batch": batch_size * devices, **json.loads(done.stdout.splitlines()[-1])})
+    base = rows[0]["train_images_per_s"] / rows[0]["devices"]
+    for row in rows:
+        row["scaling_efficiency"] = row["train_images_per_s"] / row["devices"] / base
+    return rows
+
+
+def format_scaling(rows: list[dict]) -> str:
+    header = ["devices", "global batch", "train img/s", "img/s per device", "efficiency", "compile s"]
+    body = [[str(r["devices"]), str(r["global_batch"]), f"{r['train_images_per_s']:.0f}",
+             f"{r['train_images_per_s'] / r['devices']:.0f}", f"{r['scaling_efficiency']:.0%}",
+             f"{r['train_compile_s']:.1f}"] for r in rows]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body])
+
+
+if __name__ == "__main__":  # one device count of run_scaling, in a process of its own
+    print(json.dumps({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+                      **bench_train(**json.loads(sys.argv[1]))}))

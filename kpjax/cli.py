@@ -18,7 +18,8 @@ DataOption = Annotated[
     Optional[list[str]],
     typer.Option("--data", help="Data source: a path (format detected) or synthetic[:N]; repeat to mix sources."),
 ]
-ModelDirOption = Annotated[Optional[Path], typer.Option("--model", help="Run directory of a trained model.")]
+ModelDirOption = Annotated[Optional[Path], typer.Option(
+    "--model", help="Run directory of a trained model (default: the model shipped with kpjax).")]
 
 
 KeypointsOption = Annotated[str, typer.Option("--keypoints", help="15 (Kaggle's keypoints) or 68 (iBUG's points).")]
@@ -38,8 +39,6 @@ def _layout_name(keypoints: str) -> str:
 def _load_model(run_dir: Optional[Path]):
     from kpjax.checkpoint import load_model
 
-    if run_dir is None:
-        raise KpjaxError("--model: no run directory given (train one with: kpjax train --run-dir DIR)")
     return load_model(run_dir)
 
 
@@ -194,13 +193,22 @@ def bench(
     steps: Annotated[int, typer.Option(min=1, help="Train steps per timed repeat.")] = 10,
     repeats: Annotated[int, typer.Option(min=1)] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    devices: Annotated[Optional[str], typer.Option(
+        help="Data-parallel scaling instead: device counts such as 1,2,4,8, --batch images per device.")] = None,
 ):
     """Training and inference throughput on this machine's JAX backend (CPU, GPU or TPU)."""
-    from kpjax.bench import format_table, run_bench
+    from kpjax.bench import format_scaling, format_table, run_bench, run_scaling
     from kpjax.models import MODELS
 
     if model not in MODELS:
         raise KpjaxError(f"--model {model}: unknown model; choose one of {', '.join(sorted(MODELS))}")
+    if devices is not None:
+        counts = [int(n) for n in devices.split(",") if n.strip().isdigit() and int(n) > 0]
+        if len(counts) != len(devices.split(",")):
+            raise KpjaxError(f"--devices {devices}: expected device counts such as 1,2,4,8")
+        rows = run_scaling(counts, model, batch_size=batch, steps=steps, repeats=repeats)
+        typer.echo(json.dumps(rows) if as_json else format_scaling(rows))
+        return
     result = run_bench(model, batch_size=batch, steps=steps, repeats=repeats)
     if as_json:
         typer.echo(json.dumps(result))

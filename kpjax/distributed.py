@@ -131,6 +131,12 @@ class DataParallel:
         return jax.random.wrap_key_data(_global_from_identical(np.asarray(jax.random.key_data(key)),
                                                                 NamedSharding(self.mesh, P())))
 
+    def put_batch(self, batch: dict) -> dict:
+        """A host batch (this process's rows) as one array split over the data axis."""
+        if self.mesh is None:
+            return jax.device_put(batch)
+        return jax.make_array_from_process_local_data(NamedSharding(self.mesh, P(DATA_AXIS)), batch)
+
     def take_batch(self, data: dict, order: jax.Array, step: int, batch_size: int) -> dict:
         """Batch ``step`` of the epoch's ``order``: each device gathers only its own rows."""
         if self.mesh is None:

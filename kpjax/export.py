@@ -25,9 +25,9 @@ from pathlib import Path
 import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
-from jax import export
 import numpy as np
 from flax import nnx
+from jax import export
 
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
@@ -80,12 +80,10 @@ class _Graph:
 
     def name(self, atom) -> str:
         """The ONNX name of a jaxpr atom; an export-time constant becomes an initializer on first use."""
-        if self.known(atom):
-            if isinstance(atom, jcore.Literal) or atom not in self.names:
-                name = self.const(self.value(atom))
-                if isinstance(atom, jcore.Literal):
-                    return name
-                self.names[atom] = name
+        if isinstance(atom, jcore.Literal):
+            return self.const(self.value(atom))
+        if atom not in self.names:
+            self.names[atom] = self.const(self.constants[atom])
         return self.names[atom]
 
     def walk(self, jaxpr: jcore.Jaxpr, consts: list, inputs: list) -> list:
@@ -246,9 +244,9 @@ def _pool(op: str):
             raise KpjaxError(f"export: pooling window {window} has no ONNX translation")
         perm = rest + pooled
         x = g.node("Transpose", [g.name(eqn.invars[0])], perm=perm)
-        attributes = dict(kernel_shape=[window[i] for i in pooled], strides=[strides[i] for i in pooled],
-                          pads=[padding[i][0] for i in pooled] + [padding[i][1] for i in pooled],
-                          dilations=[p["window_dilation"][i] for i in pooled])
+        attributes = {"kernel_shape": [window[i] for i in pooled], "strides": [strides[i] for i in pooled],
+                      "pads": [padding[i][0] for i in pooled] + [padding[i][1] for i in pooled],
+                      "dilations": [p["window_dilation"][i] for i in pooled]}
         if op == "MaxPool":
             y = g.node("MaxPool", [x], **attributes)
         else:  # a windowed sum is an average that counts the padding, times the window's size

@@ -60,20 +60,22 @@ def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
 
 @jax.custom_vjp
 def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """VALID stride-1 NHWC convolution with an HWIO kernel, without bias, as one im2col matmul.
+    """VALID stride-1 NHWC convolution with an HWIO kernel, without bias.
 
-    For the seed CNN's small channel counts XLA:CPU's convolution (and above all
-    its kernel gradient) runs far below matmul speed; one (N*H*W, kh*kw*C)
-    matmul per direction does not. The patches are rebuilt in the backward pass
-    rather than kept, and the input gradient is a col2im of shifted adds, which
-    XLA drops when the input needs no gradient.
+    Undifferentiated (inference) it is XLA's own convolution, the fastest
+    forward. Under differentiation both passes are im2col matmuls: for the seed
+    CNN's small channel counts XLA:CPU's convolution gradients (the kernel
+    gradient above all) run far below matmul speed, one (N*H*W, kh*kw*C)
+    matmul per direction does not. The patches are rebuilt in the backward
+    pass rather than kept; the input gradient is a col2im of shifted adds,
+    which XLA drops when the input needs no gradient (the first layer).
     """
-    kh, kw, cin, cout = kernel.shape
-    return _patches(x, kh, kw) @ kernel.reshape(kh * kw * cin, cout)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _conv2d_fwd(x, kernel):
-    return conv2d(x, kernel), (x, kernel)
+    kh, kw, cin, cout = kernel.shape
+    return _patches(x, kh, kw) @ kernel.reshape(kh * kw * cin, cout), (x, kernel)
 
 
 def _conv2d_bwd(res, g):
@@ -93,10 +95,3 @@ def _conv2d_bwd(res, g):
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
-
-@jax.custom_vjp
-def conv2d_laxfwd(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-conv2d_laxfwd.defvjp(lambda x, k: (conv2d_laxfwd(x, k), (x, k)), _conv2d_bwd)

@@ -79,11 +79,6 @@ class Predictor:
                 for faces in located]
 
 
-def predict_images(model: nnx.Module, config: TrainConfig, images: list[np.ndarray]) -> list[np.ndarray]:
-    """(K, 2) keypoints per image, each image taken whole as a face crop."""
-    return [faces[0].points for faces in Predictor(model, config)(images)]
-
-
 def draw_keypoints(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """An RGB copy of ``image`` with the keypoints marked, sized to stay visible on large images."""
     canvas = np.ascontiguousarray(image.copy())

@@ -64,7 +64,8 @@ def test_conv2d_matches_lax(xs, ks):
     x, k = _rand(xs), _rand(ks, seed=2)
     out, (dx, dk) = _vjp(conv2d, x, k)
     ref, (dxr, dkr) = _vjp(conv_ref, x, k)
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)  # im2col forward (under differentiation)
+    np.testing.assert_allclose(jax.jit(conv2d)(x, k), ref, rtol=1e-5, atol=1e-5)  # inference forward
     np.testing.assert_allclose(dx, dxr, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dk, dkr, rtol=1e-4, atol=1e-4)
 
@@ -93,5 +94,6 @@ def test_seed_cnn_matches_plain_formulation():
     fast = jax.value_and_grad(loss)(params, lambda m, x: m(x))
     ref = jax.value_and_grad(loss)(params, _seed_ref)
     np.testing.assert_allclose(fast[0], ref[0], rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(lambda x: model(x))(x), _seed_ref(model, x), rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(ref[1])):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
