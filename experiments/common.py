@@ -9,7 +9,6 @@ import json
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +70,7 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
     if args.epochs:
         config = dataclasses.replace(config, epochs=args.epochs)
     run_dir = args.run_root / name
-    started = time.perf_counter()
     result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())
-    wall_seconds = time.perf_counter() - started
     model, _ = load_model(run_dir)
     evaluations = {label: evaluate_model(model, faces, flip_tta=flip_tta)
                    for label, faces in evaluation_sets(config, args).items()}
@@ -88,7 +85,8 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
         "best_epoch": result.best_epoch,
         "train_mse": best["train_mse"],
         "train_mae": best["train_mae"],
-        "wall_seconds": wall_seconds,
+        "epochs_run": len(history),
+        "wall_seconds": sum(h["seconds"] for h in history),  # training and validation, resumed parts included
         "train_images_per_second": statistics.median(h["images_per_second"] for h in history),
         "params": int(sum(np.size(x) for x in _param_leaves(model))),
         "evaluations": evaluations,
@@ -97,7 +95,7 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
     (args.results / f"{name}.json").write_text(json.dumps(record, indent=2))
     headline = evaluations["68-point sources, complete"]
     print(f"{name}: val rmse {headline['rmse_px']:.3f}px mse {headline['mse']:.3e} mae {headline['mae']:.4f} "
-          f"(best epoch {result.best_epoch}, {wall_seconds / 60:.1f} min)")
+          f"(best epoch {result.best_epoch}, {record['wall_seconds'] / 60:.1f} min)")
     return record
 
 
