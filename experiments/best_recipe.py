@@ -11,7 +11,7 @@ from kpjax.config import TrainConfig
 
 BEST = TrainConfig(
     model="compact",
-    epochs=20,
+    epochs=8,
     batch_size=64,
     learning_rate=2e-3,
     schedule="cosine",

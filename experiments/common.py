@@ -11,12 +11,16 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
+from kpjax.runtime import ensure_hugepage_malloc
 
-from kpjax.checkpoint import load_model
-from kpjax.config import TrainConfig
-from kpjax.evaluate import evaluate_model
-from kpjax.train import load_training_data, split_dataset, train
+ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
+
+import numpy as np  # noqa: E402
+
+from kpjax.checkpoint import load_model  # noqa: E402
+from kpjax.config import TrainConfig  # noqa: E402
+from kpjax.evaluate import evaluate_model  # noqa: E402
+from kpjax.train import TrainingInterrupted, load_training_data, split_dataset, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES_68 = ("youtube-faces-68", "fgnet-68", "helen-68-train")
@@ -70,7 +74,10 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
     if args.epochs:
         config = dataclasses.replace(config, epochs=args.epochs)
     run_dir = args.run_root / name
-    result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())
+    try:
+        result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())
+    except TrainingInterrupted as stopped:
+        sys.exit(f"{stopped}\n(or rerun this script, which resumes it)")
     model, _ = load_model(run_dir)
     evaluations = {label: evaluate_model(model, faces, flip_tta=flip_tta)
                    for label, faces in evaluation_sets(config, args).items()}

@@ -195,13 +195,22 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     devices: Annotated[Optional[str], typer.Option(
         help="Data-parallel scaling instead: device counts such as 1,2,4,8, --batch images per device.")] = None,
+    peers: Annotated[bool, typer.Option(
+        "--peers", help="Also run the seed CNN in Keras and PyTorch (benchmarks/peers), alternating processes.")] = False,
+    rounds: Annotated[int, typer.Option(min=1, help="With --peers: alternated rounds, figures are their medians.")] = 3,
 ):
     """Training and inference throughput on this machine's JAX backend (CPU, GPU or TPU)."""
-    from kpjax.bench import format_scaling, format_table, run_bench, run_scaling
+    from kpjax.bench import format_peers, format_scaling, format_table, run_bench, run_peers, run_scaling
     from kpjax.models import MODELS
 
     if model not in MODELS:
         raise KpjaxError(f"--model {model}: unknown model; choose one of {', '.join(sorted(MODELS))}")
+    if peers:
+        if model != "seed" or devices is not None:
+            raise KpjaxError("--peers: the peers implement the seed model on one device; drop --model and --devices")
+        result = run_peers(rounds, batch_size=batch, steps=steps, repeats=repeats)
+        typer.echo(json.dumps(result) if as_json else format_peers(result))
+        return
     if devices is not None:
         counts = [int(n) for n in devices.split(",") if n.strip().isdigit() and int(n) > 0]
         if len(counts) != len(devices.split(",")):
@@ -255,6 +264,9 @@ def data_convert(
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2, never a traceback."""
+    from kpjax.runtime import ensure_hugepage_malloc
+
+    ensure_hugepage_malloc(["-m", "kpjax", *sys.argv[1:]])
     from kpjax.train import TrainingInterrupted
 
     try:

@@ -49,7 +49,9 @@ def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:
     distance = np.linalg.norm(predicted_px - dataset.keypoints, axis=-1)  # (N, K), NaN where missing
     interocular = interocular_distance(dataset.keypoints, dataset.layout)
     nme = distance / interocular[:, None]
-    per_keypoint = np.sqrt(np.nanmean((predicted_px - dataset.keypoints) ** 2, axis=(0, 2)))
+    squared = (predicted_px - dataset.keypoints) ** 2
+    present = np.isfinite(squared).sum(axis=(0, 2))
+    per_keypoint = np.where(present > 0, np.sqrt(np.nansum(squared, axis=(0, 2)) / np.maximum(present, 1)), np.nan)
     result = {
         "n": len(dataset),
         "mse": mse,

@@ -116,12 +116,13 @@ def test_cli_train_evaluate_predict(tmp_path):
 
     face = make_faces(1, seed=9).images[0]
     cv2.imwrite(str(tmp_path / "face.png"), cv2.resize(face, (192, 192)))  # any size is converted
-    predicted = kpjax("predict", tmp_path / "face.png", "--model", run_dir, "--out", tmp_path / "out")
+    predicted = kpjax("predict", tmp_path / "face.png", "--model", run_dir, "--out", tmp_path / "out", "--no-detect")
     assert predicted.returncode == 0, predicted.stderr
     assert (tmp_path / "out" / "face.png").exists()
-    result = json.loads((tmp_path / "out" / "face.json").read_text())
-    assert len(result["keypoints"]) == 15
-    assert all(0 <= v <= 192 for xy in result["keypoints"].values() for v in xy)
+    [result] = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    [face] = result["faces"]
+    assert len(face["keypoints"]) == 15
+    assert all(0 <= v <= 192 for xy in face["keypoints"].values() for v in xy)
 
 
 @pytest.mark.parametrize(

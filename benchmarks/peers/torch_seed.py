@@ -1,90 +1,64 @@
-"""Seed CNN throughput in PyTorch (CPU, plain training loop), same protocol as benchmarks/kpjax_seed.py.
+"""Seed CNN throughput in PyTorch (CPU, plain training loop), the protocol of protocol.py.
 
-Train: batch 64 fp32, Adam(1e-3), masked MSE, ``--steps`` steps per chunk,
-median images/s over ``--repeats`` chunks after a warm-up chunk reported apart.
-Inference (eval, inference_mode): batch-1 p50/p90 ms over ``--calls`` calls,
-batch-256 images/s. Prints one JSON line.
+Train: Adam(1e-3), masked MSE, a warm-up chunk and ``--repeats`` timed chunks
+of ``--steps`` steps. Inference in eval mode under ``inference_mode``.
 
     /work/venv/bin/python benchmarks/peers/torch_seed.py [--channels-last]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import time
-
 import numpy as np
 import torch
 from torch import nn
 
+import protocol
+
 
 def seed_cnn() -> nn.Module:
+    flat = ((((protocol.SIZE - 2) // 2 - 1) // 2 - 1) // 2) ** 2 * 128  # 11 * 11 * 128 at 96 px
     return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(64, 128, 2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(11 * 11 * 128, 500), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(0.2),
         nn.Linear(500, 500), nn.ReLU(), nn.Dropout(0.2),
-        nn.Linear(500, 30),
+        nn.Linear(500, protocol.OUTPUTS),
     )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--calls", type=int, default=200)
-    p.add_argument("--channels-last", action="store_true")
-    a = p.parse_args()
+    parser = protocol.argument_parser(__doc__)
+    parser.add_argument("--channels-last", action="store_true")
+    a = parser.parse_args()
     torch.manual_seed(0)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
-    rng = np.random.default_rng(0)
     n = a.batch * a.steps
-    xs = torch.from_numpy(rng.random((n, 1, 96, 96), np.float32)).contiguous(memory_format=fmt)
-    ys = torch.from_numpy(rng.standard_normal((n, 30), np.float32))
-    masks = torch.from_numpy((rng.random((n, 30)) > 0.3).astype(np.float32))
+    images, targets, masks, images256 = protocol.synthetic_data(n)
+    xs, xs256 = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).contiguous(memory_format=fmt)
+                 for x in (images, images256))
+    ys, ms = torch.from_numpy(targets), torch.from_numpy(masks)
     model = seed_cnn().to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def chunk() -> float:
-        model.train()
-        t0 = time.perf_counter()
+    def chunk() -> None:
         for i in range(0, n, a.batch):
-            x, y, m = xs[i : i + a.batch], ys[i : i + a.batch], masks[i : i + a.batch]
+            x, y, m = xs[i : i + a.batch], ys[i : i + a.batch], ms[i : i + a.batch]
             opt.zero_grad(set_to_none=True)
             loss = (m * (model(x) - y) ** 2).sum() / m.sum().clamp_min(1.0)
             loss.backward()
             opt.step()
-        return n / (time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    chunk()
-    warm = time.perf_counter() - t0
-    rates = [chunk() for _ in range(a.repeats)]
-
+    model.train()
+    chunks = [protocol.seconds(chunk) for _ in range(1 + a.repeats)]
     model.eval()
-    lat, thr = [], []
     with torch.inference_mode():
-        model(xs[:1]), model(xs[:256])
-        for i in range(a.calls):
-            t0 = time.perf_counter()
-            model(xs[i % n : i % n + 1])
-            lat.append((time.perf_counter() - t0) * 1e3)
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            model(xs[:256])
-            thr.append(256 / (time.perf_counter() - t0))
-    print(json.dumps({
-        "framework": "torch", "version": torch.__version__, "variant": "channels_last" if a.channels_last else "nchw",
-        "threads": torch.get_num_threads(), "warmup_s": round(warm, 2),
-        "train_images_per_s": round(statistics.median(rates), 1),
-        "infer_b1_p50_ms": round(float(np.percentile(lat, 50)), 3), "infer_b1_p90_ms": round(float(np.percentile(lat, 90)), 3),
-        "infer_b256_images_per_s": round(statistics.median(thr), 1), "batch": a.batch,
-    }), flush=True)
+        inference = protocol.inference_figures(model, lambda i: xs[i % n : i % n + 1], xs256, a.calls, a.repeats)
+    protocol.emit(
+        framework="torch", version=torch.__version__, variant="channels_last" if a.channels_last else "nchw",
+        threads=torch.get_num_threads(), batch=a.batch, **protocol.train_figures(chunks, n), **inference,
+    )
 
 
 if __name__ == "__main__":
