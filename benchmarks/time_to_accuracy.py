@@ -20,14 +20,15 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from kpjax.runtime import ensure_hugepage_malloc
 
 ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kpjax.augment import flip_targets, make_augmentation  # noqa: E402
@@ -75,8 +76,8 @@ def keras_epochs(config: TrainConfig, train_set: Dataset, val_set: Dataset) -> I
     keras.utils.set_random_seed(config.seed)
     images = train_set.images.astype(np.float32) / 255.0  # kpjax.models.to_input
     targets, mask = train_set.targets(), train_set.mask
-    flipped_targets, flipped_mask = map(np.asarray, flip_targets(targets, mask, train_set.layout.flip_permutation,
-                                                                 train_set.size))
+    flipped_targets, flipped_mask = map(np.asarray, flip_targets(jnp.asarray(targets), jnp.asarray(mask),
+                                                                 train_set.layout.flip_permutation, train_set.size))
     plain, flipped = (np.concatenate([t, m.astype(np.float32)], axis=1)
                       for t, m in ((targets, mask), (flipped_targets, flipped_mask)))
     val_images = val_set.images.astype(np.float32) / 255.0

@@ -166,7 +166,7 @@ def format_table(rows: dict[str, dict]) -> str:
 
 def _run_json(command: list[str], env: dict | None = None) -> dict:
     """Run one benchmark process; its result is the JSON object on the last line of its stdout."""
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise BenchProcessFailed((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
     return json.loads(done.stdout.splitlines()[-1])

@@ -18,8 +18,8 @@ STUB_FIGURES = {"framework": "torch", "train_images_per_s": 10.0, "infer_b1_p50_
 
 
 def kpjax(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kpjax", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run([sys.executable, "-m", "kpjax", *args], capture_output=True, text=True, check=False,
+                          timeout=300, env={**os.environ, **(env or {})})
 
 
 def check_figures(result: dict) -> None:

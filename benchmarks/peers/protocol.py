@@ -8,12 +8,14 @@ the same output: one JSON line, the last one on stdout, with kpjax.bench's keys.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +58,8 @@ def inference_figures(predict: Callable[[Any], Any], one: Callable[[int], Any], 
     first, so tracing and compilation stay out of the figures.
     """
     warmup = seconds(lambda: (predict(one(0)), predict(many)))
-    latencies = []
-    for i in range(calls):
-        x = one(i)
-        latencies.append(seconds(lambda: predict(x)) * 1e3)
-    rates = [len(many) / seconds(lambda: predict(many)) for _ in range(repeats)]
+    latencies = [seconds(functools.partial(predict, x)) * 1e3 for x in map(one, range(calls))]  # lazy map
+    rates = [len(many) / seconds(functools.partial(predict, many)) for _ in range(repeats)]
     return {
         "infer_warmup_s": warmup,
         "infer_b1_p50_ms": float(np.percentile(latencies, 50)),
