@@ -426,3 +426,14 @@ def test_convert_to_csv_round_trips_through_the_kaggle_reader(tmp_path):
     assert np.isnan(back.keypoints[2:]).sum() == 2 * 20
     with pytest.raises(KpjaxError, match="96x96 grey"):
         convert.convert_to_csv([str(faces)], out, LoadOptions(color=True))
+
+
+def test_labels_that_do_not_sit_on_a_face_inside_the_image_are_skipped(tmp_path, capsys):
+    # As in MTFL's rotated copies: a face-shaped set of points pushed against the top edge,
+    # so the crop fitted to it would be mostly replicated border.
+    folder = tmp_path / "mtfl-5"
+    top = mtfl_points(scale=0.6, shift=(10.0, -18.0))
+    assert top[:, 1].min() > 0  # every point is inside the image
+    write_mtfl(folder, [("net_7876/a.jpg", mtfl_points()), ("net_7876/_40_1_0.jpg", top)])
+    assert len(load_one(str(folder), LoadOptions())) == 1
+    assert "1 crop outside image" in capsys.readouterr().err

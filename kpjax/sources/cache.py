@@ -21,7 +21,7 @@ from kpjax.dataset import Dataset
 from kpjax.keypoints import LAYOUTS
 from kpjax.sources.convert import Skip
 
-CONVERSION_VERSION = 1  # bump when a reader or the conversion changes its output
+CONVERSION_VERSION = 2  # bump when a reader or the conversion changes its output
 
 
 def cache_dir() -> Path:
