@@ -7,8 +7,6 @@ continues exactly where training stopped.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import jax
@@ -65,25 +63,6 @@ class RunCheckpoints:
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default"
-
-
-def ship_model(run_dir: Path, dest: Path, provenance: dict) -> None:
-    """Copy a run's config and best model (no optimizer state) into ``dest``, a loadable run directory,
-    with ``provenance.json`` saying which data and command produced it."""
-    run_dir, dest = Path(run_dir), Path(dest)
-    best = _manager(run_dir / "checkpoints" / "best", create=False)
-    step = best.latest_step()
-    best.close()
-    if step is None:
-        raise KpjaxError(f"{run_dir}: no best checkpoint to ship")
-    shutil.rmtree(dest, ignore_errors=True)
-    (dest / "checkpoints" / "best" / str(step)).mkdir(parents=True)
-    shutil.copy(run_dir / "config.json", dest / "config.json")
-    source = run_dir / "checkpoints" / "best" / str(step)
-    for item in ("model", "_CHECKPOINT_METADATA"):
-        copy = shutil.copytree if (source / item).is_dir() else shutil.copy
-        copy(source / item, dest / "checkpoints" / "best" / str(step) / item)
-    (dest / "provenance.json").write_text(json.dumps(provenance, indent=2))
 
 
 def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Module, TrainConfig]:
