@@ -32,12 +32,9 @@ class Layout:
 def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
     index = {n: i for i, n in enumerate(names)}
 
-    def mirror(name: str) -> str:
-        if name.startswith("left_"):
-            return "right_" + name[5:]
-        if name.startswith("right_"):
-            return "left_" + name[6:]
-        return name
+    def mirror(name: str) -> str:  # "mouth_left_corner" <-> "mouth_right_corner", not only a leading side
+        swap = {"left": "right", "right": "left"}
+        return "_".join(swap.get(part, part) for part in name.split("_"))
 
     return tuple(index[mirror(n)] for n in names)
 

@@ -34,6 +34,15 @@ def test_flip_mirrors_x_and_swaps_subject_left_and_right():
     np.testing.assert_allclose(flipped_px[KAGGLE.names.index("nose_tip")], (47.0, 60.0), atol=1e-4)
 
 
+def test_kaggle_flip_swaps_every_left_right_pair():
+    perm = KAGGLE.flip_permutation
+    for name in KAGGLE.names:
+        partner = KAGGLE.names[perm[KAGGLE.names.index(name)]]
+        expected = name.replace("left", "@").replace("right", "left").replace("@", "right")
+        assert partner == expected, (name, partner)
+    assert KAGGLE.names[perm[KAGGLE.names.index("mouth_left_corner")]] == "mouth_right_corner"
+
+
 @pytest.mark.parametrize("layout", [KAGGLE, IBUG68])
 def test_flip_twice_is_identity_and_pairs_are_mirror_partners(layout):
     perm = np.array(layout.flip_permutation)
