@@ -134,7 +134,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=dataset.size,
                          channels=dataset.channels, seed=config.seed)
     train_share = parallel.process_share(train_set)  # all of it, with one process
-    steps_per_epoch = len(train_share) // parallel.process_batch_size(config.batch_size)
+    process_batch = parallel.process_batch_size(config.batch_size)
+    steps_per_epoch = len(train_share) // process_batch
     tx = make_optimizer(config, steps_per_epoch)
     graphdef, state = init_state(model, tx)
     state = parallel.put_state(state)
@@ -175,7 +176,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
             bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=None)
             for step in bar:
-                batch = parallel.take_batch(device_data, order, step, parallel.process_batch_size(config.batch_size))
+                batch = parallel.take_batch(device_data, order, step, process_batch)
                 state, metrics = train_step(graphdef, state, batch, jax.random.fold_in(steps_key, step))
                 sums = jax.tree.map(jnp.add, sums, metrics)
                 if step % 10 == 0 and not bar.disable:
