@@ -413,19 +413,37 @@ def test_cache_serves_later_loads_until_a_file_changes(tmp_path, monkeypatch, ca
         load_one(str(folder / ".." / "c"), LoadOptions(size=48))
 
 
-def test_convert_to_csv_round_trips_through_the_kaggle_reader(tmp_path):
+def test_convert_round_trips_through_the_kaggle_reader(tmp_path):
     folder = tmp_path / "mtfl"
     write_mtfl(folder, [("x/1.jpg", mtfl_points()), ("x/2.jpg", mtfl_points(0.7, (3, 4)))])
     faces = pts_folder(tmp_path / "faces", {"a_1": place(ibug_face()), "b_1": place(ibug_face(), 1.2, (5, 9))})
     out = tmp_path / "training.csv"
-    assert convert.convert_to_csv([str(faces), str(folder)], out) == 4
+    assert convert.convert_sources([str(faces), str(folder)], out) == 4
     expected = load_one(str(faces), LoadOptions())
     back = kaggle.read_training(out, LoadOptions())
     np.testing.assert_array_equal(back.images[:2], expected.images)
     np.testing.assert_allclose(back.keypoints[:2], expected.keypoints, atol=1e-4)
     assert np.isnan(back.keypoints[2:]).sum() == 2 * 20
     with pytest.raises(KpjaxError, match="96x96 grey"):
-        convert.convert_to_csv([str(faces)], out, LoadOptions(color=True))
+        convert.convert_sources([str(faces)], out, LoadOptions(color=True))
+
+
+def test_convert_to_npz_loads_back_with_its_groups_and_checks_the_frame(tmp_path):
+    faces = pts_folder(tmp_path / "faces", {"a_1": place(ibug_face()), "b_1": place(ibug_face(), 1.2, (5, 9))})
+    out = tmp_path / "faces.npz"
+    assert convert.convert_sources([str(faces)], out) == 2
+    expected = load_one(str(faces), LoadOptions())
+    back = load_one(str(out), LoadOptions())
+    np.testing.assert_array_equal(back.images, expected.images)
+    np.testing.assert_array_equal(back.keypoints, expected.keypoints)
+    np.testing.assert_array_equal(back.groups, expected.groups)
+    np.testing.assert_array_equal(back.sources, expected.sources)
+    wrong_frame = r"faces\.npz: holds kaggle keypoints on 96x96x1 faces, but this run asks for kaggle on 48x48x1"
+    with pytest.raises(KpjaxError, match=wrong_frame):
+        load_one(str(out), LoadOptions(size=48))
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(KpjaxError, match="broken.npz: not a faces .npz written by kpjax data convert"):
+        load_one(str(tmp_path / "broken.npz"), LoadOptions())
 
 
 def test_labels_that_do_not_sit_on_a_face_inside_the_image_are_skipped(tmp_path, capsys):

@@ -39,8 +39,8 @@ def default_data_specs() -> list[str]:
 
 
 FORMAT_HELP = (
-    "expected Kaggle training.csv, a folder of images with .pts files, NAME_frames_keypoints.csv beside NAME/, "
-    "or an MTFL list (PATH x1..x5 y1..y5), or a folder holding one of these"
+    "expected Kaggle training.csv, faces.npz from kpjax data convert, a folder of images with .pts files, "
+    "NAME_frames_keypoints.csv beside NAME/, or an MTFL list (PATH x1..x5 y1..y5), or a folder holding one of these"
 )
 
 
@@ -51,6 +51,8 @@ def detect_format(path: Path) -> str:
         raise KpjaxError(f"{path}: no such file or folder")
     if kaggle.is_kaggle(path):
         return "kaggle"
+    if path.is_file() and path.suffix == ".npz":
+        return "faces_npz"
     if landmarks68.frames_csvs(path):
         return "frames_csv"
     if mtfl.lists(path):
@@ -96,7 +98,27 @@ def load_one(spec: str, options: LoadOptions) -> Dataset:
     fmt = detect_format(path)
     if fmt == "kaggle":
         return kaggle.read_training(kaggle.training_csv(path), options)
+    if fmt == "faces_npz":
+        return _load_faces_npz(path, options)
     return _load_landmarks(path, fmt, options)
+
+
+def _load_faces_npz(path: Path, options: LoadOptions) -> Dataset:
+    """Faces converted once by ``kpjax data convert --out F.npz``: carried to another machine as they are."""
+    import zipfile
+
+    from kpjax.sources import cache
+
+    try:
+        dataset, _ = cache.load_faces(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise KpjaxError(f"{path}: not a faces .npz written by kpjax data convert ({error})") from None
+    frame = (options.layout.name, options.size, 3 if options.color else 1)
+    found = (dataset.layout.name, dataset.size, dataset.channels)
+    if found != frame:
+        raise KpjaxError(f"{path}: holds {found[0]} keypoints on {found[1]}x{found[1]}x{found[2]} faces, "
+                         f"but this run asks for {frame[0]} on {frame[1]}x{frame[1]}x{frame[2]}")
+    return dataset
 
 
 def load_data(specs: list[str] | None, options: LoadOptions = LoadOptions()) -> Dataset:

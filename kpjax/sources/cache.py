@@ -45,10 +45,11 @@ def source_key(path: Path, settings: dict) -> str:
     return hashlib.sha256(record.encode()).hexdigest()[:32]
 
 
-def _save(file: Path, dataset: Dataset, skips: list[Skip]) -> None:
+def save_faces(file: Path, dataset: Dataset, skips: list[Skip], *, compress: bool = False) -> None:
+    """Converted faces as one ``.npz``: the cache's format, and ``kpjax data convert --out F.npz``'s."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(
+    partial = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
+    (np.savez_compressed if compress else np.savez)(
         partial, images=dataset.images, keypoints=dataset.keypoints, layout=dataset.layout.name,
         groups=dataset.groups, sources=dataset.sources,
         skips=np.array([[s.where, s.reason, s.detail] for s in skips], dtype=str).reshape(-1, 3),
@@ -56,7 +57,7 @@ def _save(file: Path, dataset: Dataset, skips: list[Skip]) -> None:
     partial.replace(file)  # atomic: a concurrent reader never sees half a file
 
 
-def _load(file: Path) -> tuple[Dataset, list[Skip]]:
+def load_faces(file: Path) -> tuple[Dataset, list[Skip]]:
     with np.load(file) as saved:
         dataset = Dataset(saved["images"], saved["keypoints"], LAYOUTS[str(saved["layout"])],
                           saved["groups"], saved["sources"])
@@ -68,12 +69,12 @@ def cached(path: Path, settings: dict, convert: Callable[[], tuple[Dataset, list
     file = cache_dir() / f"{source_key(path, settings)}.npz"
     if file.is_file():
         try:
-            return _load(file)
+            return load_faces(file)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file is rebuilt below
     result = convert()
     try:
-        _save(file, *result)
+        save_faces(file, *result)
     except OSError:
         pass  # an unwritable cache only costs time
     return result

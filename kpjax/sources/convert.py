@@ -247,18 +247,25 @@ def _pixel_strings(images: np.ndarray) -> list[str]:
     return out
 
 
-def convert_to_csv(specs: list[str], out_path: Path, options=None) -> int:
-    """Write the sources as a Kaggle training.csv: 30 keypoint columns (empty where missing), then Image.
+def convert_sources(specs: list[str], out_path: Path, options=None) -> int:
+    """Write the sources as Kaggle's training.csv, or (``.npz``) as faces any kpjax run loads as they are.
 
-    Returns the number of rows written.
+    The CSV holds 30 keypoint columns (empty where missing), then Image; the
+    ``.npz`` keeps any frame, the groups behind the split and the sources.
+    Returns the number of faces written.
     """
     import csv
 
-    from kpjax.sources import LoadOptions, load_data
+    from kpjax.sources import LoadOptions, cache, load_data
 
     options = options or LoadOptions()
+    if out_path.suffix == ".npz":
+        dataset = load_data(specs, options)
+        cache.save_faces(out_path, dataset, [], compress=True)
+        return len(dataset)
     if options.layout != KAGGLE or options.size != KAGGLE_SIZE or options.color:
-        raise KpjaxError("a Kaggle training.csv holds 96x96 grey faces with the 15 Kaggle keypoints only")
+        raise KpjaxError("a Kaggle training.csv holds 96x96 grey faces with the 15 Kaggle keypoints only; "
+                         "write another frame to a .npz")
     dataset = load_data(specs, options)
     values = dataset.keypoints.reshape(len(dataset), -1)
     with open(out_path, "w", newline="") as f:
