@@ -192,6 +192,14 @@ def _gather(g, eqn):
     return g.node("Slice", [g.name(operand), g.ints(starts), g.ints(ends), g.ints(range(ndim))])
 
 
+def _pad(g, eqn):
+    config = eqn.params["padding_config"]
+    if any(interior or lo < 0 or hi < 0 for lo, hi, interior in config):
+        raise KpjaxError("export: interior or negative padding has no ONNX translation")
+    pads = [lo for lo, _, _ in config] + [hi for _, hi, _ in config]
+    return g.node("Pad", [g.name(eqn.invars[0]), g.ints(pads), g.name(eqn.invars[1])])
+
+
 def _concatenate(g, eqn):
     return g.node("Concat", [g.name(a) for a in eqn.invars], axis=eqn.params["dimension"])
 
@@ -261,7 +269,7 @@ _TRANSLATIONS = {
     **{name: _elementwise(op) for name, op in {
         "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min", "pow": "Pow",
         "neg": "Neg", "exp": "Exp", "log": "Log", "tanh": "Tanh", "logistic": "Sigmoid", "sqrt": "Sqrt",
-        "abs": "Abs", "erf": "Erf", "copy": "Identity",
+        "abs": "Abs", "erf": "Erf", "copy": "Identity", "stop_gradient": "Identity",
     }.items()},
     "rsqrt": _rsqrt,
     "integer_pow": _integer_pow,
@@ -273,6 +281,7 @@ _TRANSLATIONS = {
     "slice": _slice,
     "gather": _gather,
     "concatenate": _concatenate,
+    "pad": _pad,
     "reduce_max": _reduce("ReduceMax"),
     "reduce_min": _reduce("ReduceMin"),
     "reduce_sum": _reduce("ReduceSum"),

@@ -10,7 +10,7 @@ from flax import nnx
 from jax import lax
 from jax.test_util import check_grads
 
-from kpjax.models import SeedCNN
+from kpjax.models import HeatmapCNN, SeedCNN
 from kpjax.ops import conv2d, max_pool_2x2
 
 
@@ -97,3 +97,24 @@ def test_seed_cnn_matches_plain_formulation():
     np.testing.assert_allclose(jax.jit(lambda x: model(x))(x), _seed_ref(model, x), rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(ref[1])):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_heatmap_soft_argmax_decodes_a_peak_to_its_cell_centre():
+    model = HeatmapCNN(num_outputs=4, size=96, channels=1, rngs=nnx.Rngs(params=0))
+    logits = jnp.zeros((1, 24, 24, 2)).at[0, 5, 17, 0].set(50.0).at[0, 20, 2, 1].set(50.0)
+    cell_centre = lambda i: ((i + 0.5) * 4 - 0.5 - 48) / 48  # noqa: E731  a 1/4-resolution cell, in the seed's units
+    expected = [cell_centre(17), cell_centre(5), cell_centre(2), cell_centre(20)]  # x, y per keypoint
+    np.testing.assert_allclose(model._soft_argmax(logits)[0], expected, atol=1e-6)
+    flat = model._soft_argmax(jnp.zeros((1, 24, 24, 2)))[0]  # a flat map decodes to the frame's centre
+    np.testing.assert_allclose(flat, [cell_centre(11.5)] * 4, atol=1e-6)
+
+
+def test_heatmap_model_predicts_keypoints_and_trains_its_batch_statistics():
+    model = HeatmapCNN(num_outputs=30, size=96, channels=1, rngs=nnx.Rngs(params=0))
+    x = jnp.asarray(np.random.default_rng(0).random((3, 96, 96, 1)), jnp.float32)
+    assert model(x).shape == (3, 30)
+    before = np.asarray(model.encoder_norms[0].mean[...])
+    model(x, rngs=nnx.Rngs(0))  # training mode updates the running statistics
+    assert not np.allclose(before, model.encoder_norms[0].mean[...])
+    with pytest.raises(Exception, match="divisible by 16"):
+        HeatmapCNN(num_outputs=30, size=100, channels=1, rngs=nnx.Rngs(params=0))
