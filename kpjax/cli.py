@@ -104,6 +104,8 @@ def evaluate(
     data: DataOption = None,
     model: ModelDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    flip_tta: Annotated[bool, typer.Option(
+        "--flip-tta", help="Average with the mirrored face's prediction (flip test-time augmentation).")] = False,
     strict: StrictOption = False,
     markup: MarkupOption = None,
 ):
@@ -115,7 +117,7 @@ def evaluate(
     net, config = _load_model(model)
     dataset = load_data(data, LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
                                           strict=strict, markup=markup))
-    metrics = evaluate_model(net, dataset)
+    metrics = evaluate_model(net, dataset, flip_tta=flip_tta)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
@@ -250,15 +252,21 @@ def data_stats(
 @data_app.command("convert")
 def data_convert(
     sources: Annotated[list[str], typer.Argument(help="Data sources, as for --data.")],
-    out: Annotated[Path, typer.Option(help="Kaggle-format training CSV to write.")] = Path("training.csv"),
+    out: Annotated[Path, typer.Option(
+        help="Kaggle-format training CSV to write, or a .npz that any kpjax run loads with --data.")
+    ] = Path("training.csv"),
     strict: StrictOption = False,
     markup: MarkupOption = None,
 ):
-    """Write faces from any source as a Kaggle-format training.csv (96x96 grey, 15 keypoints)."""
-    from kpjax.sources import LoadOptions
-    from kpjax.sources.convert import convert_to_csv
+    """Write faces from any source as a Kaggle-format training.csv (96x96 grey, 15 keypoints) or a .npz.
 
-    rows = convert_to_csv(sources, out, LoadOptions(strict=strict, markup=markup))
+    The .npz is the converted faces as they are (with the persons behind the split),
+    compressed: convert once, then train on another machine with --data faces.npz.
+    """
+    from kpjax.sources import LoadOptions
+    from kpjax.sources.convert import convert_sources
+
+    rows = convert_sources(sources, out, LoadOptions(strict=strict, markup=markup))
     typer.echo(f"wrote {rows} faces to {out}")
 
 
