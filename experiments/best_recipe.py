@@ -1,33 +1,33 @@
-"""The best recipe found: every source with masked partial labels (MTFL's 5 points), the compact CNN
-(the seed's conv blocks, one more, a small dense head), pose and lighting augmentation, a cosine
-schedule and flip test-time augmentation.
+"""The best recipe found (experiments/sweep.py, one change at a time): the heatmap CNN (soft-argmax
+keypoints, 0.3 M parameters), Adam 2e-3 with a cosine decay and weight decay, flip and lighting
+augmentation, 34 epochs (under 30 min on a 2-core CPU), flip test-time augmentation.
 
     python experiments/best_recipe.py
+
+Measured in the sweep and left out: pose augmentation (rotation, scale, shift) and the
+compact and residual CNNs all scored worse on the grouped split.
 """
 
-from common import SOURCES_68, SOURCES_PARTIAL, data_specs, parse_args, run_recipe
+from common import SOURCES_68, data_specs, parse_args, run_recipe
 
 from kpjax.config import TrainConfig
 
 BEST = TrainConfig(
-    model="compact",
-    epochs=8,
+    model="heatmap",
+    complete_only=True,
+    epochs=34,
     batch_size=64,
     learning_rate=2e-3,
     schedule="cosine",
     weight_decay=1e-4,
     flip=True,
-    rotation=15.0,
-    scale=0.1,
-    shift=4.0,
     photometric=True,
 )
 
 
 def main() -> None:
     args = parse_args(__doc__)
-    config = TrainConfig(**{**BEST.__dict__, "data": data_specs(args, SOURCES_68 + SOURCES_PARTIAL),
-                            "split": args.split})
+    config = TrainConfig(**{**BEST.__dict__, "data": data_specs(args, SOURCES_68), "split": args.split})
     run_recipe("best", config, args, flip_tta=True)
 
 

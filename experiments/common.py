@@ -15,6 +15,7 @@ from kpjax.runtime import ensure_hugepage_malloc
 
 ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kpjax.checkpoint import load_model  # noqa: E402
@@ -27,10 +28,13 @@ SOURCES_68 = ("youtube-faces-68", "fgnet-68", "helen-68-train")
 SOURCES_PARTIAL = ("mtfl-5",)
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def parse_args(description: str, variants: tuple[str, ...] = ()) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if variants:
+        parser.add_argument("--variants", nargs="+", choices=variants, default=list(variants), metavar="NAME",
+                            help=f"which to run, in order (default all: {' '.join(variants)})")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="folder holding the real face datasets")
+                        help="folder holding the real face datasets, or each as SOURCE.npz from kpjax data convert")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="use N drawn faces instead of real data (a smoke test)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
@@ -43,9 +47,11 @@ def parse_args(description: str) -> argparse.Namespace:
 
 
 def data_specs(args: argparse.Namespace, sources: tuple[str, ...]) -> list[str]:
+    """Each source's folder, or its converted SOURCE.npz (how the faces travel to a machine without them)."""
     if args.synthetic:
         return [f"synthetic:{args.synthetic}"]
-    return [str(args.data_root / source) for source in sources]
+    converted = {source: args.data_root / f"{source}.npz" for source in sources}
+    return [str(converted[s] if converted[s].is_file() else args.data_root / s) for s in sources]
 
 
 def evaluation_sets(config: TrainConfig, args: argparse.Namespace) -> dict:
@@ -55,18 +61,20 @@ def evaluation_sets(config: TrainConfig, args: argparse.Namespace) -> dict:
     every recipe: the complete 68-point faces (the headline row), Helen alone
     (faces in the wild), and MTFL's 5-point faces (partial labels, another source).
     """
-    everything = dataclasses.replace(config, data=data_specs(args, SOURCES_68 + SOURCES_PARTIAL),
-                                     complete_only=False)
+    specs = data_specs(args, SOURCES_68 + SOURCES_PARTIAL)
+    present = specs if args.synthetic else [spec for spec in specs if Path(spec).exists()]
+    everything = dataclasses.replace(config, data=present, complete_only=False)
     dataset = load_training_data(everything)
     _, val_index = split_dataset(dataset, everything)
     val = dataset.subset(val_index)
     if args.synthetic:
         return {"68-point sources, complete": val}
-    return {
+    sets = {
         "68-point sources, complete": val.subset(np.flatnonzero(np.isin(val.sources, SOURCES_68))).complete_only(),
         "helen-68-train (in the wild)": val.subset(np.flatnonzero(val.sources == "helen-68-train")),
         "mtfl-5 (5 points)": val.subset(np.flatnonzero(val.sources == "mtfl-5")),
     }
+    return {label: faces for label, faces in sets.items() if len(faces)}  # a source not given has no row
 
 
 def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip_tta: bool = False) -> dict:
@@ -96,6 +104,7 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
         "wall_seconds": sum(h["seconds"] for h in history),  # training and validation, resumed parts included
         "train_images_per_second": statistics.median(h["images_per_second"] for h in history),
         "params": int(sum(np.size(x) for x in _param_leaves(model))),
+        "device": jax.devices()[0].device_kind,
         "evaluations": evaluations,
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -107,7 +116,6 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
 
 
 def _param_leaves(model):
-    import jax
     from flax import nnx
 
     return jax.tree.leaves(nnx.state(model, nnx.Param))

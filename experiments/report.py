@@ -28,6 +28,38 @@ def _row(result: dict, seed_rmse: float | None) -> str:
             f"{result['train_images_per_second']:.0f} |")
 
 
+def _change(config: dict) -> str:
+    """What a sweep variant changed from the seed's recipe, in a few words."""
+    seed = {"model": "seed", "epochs": 150, "learning_rate": 1e-3, "schedule": "constant", "weight_decay": 0.0,
+            "rotation": 0.0, "scale": 0.0, "shift": 0.0, "photometric": False, "split": "group",
+            "complete_only": True}
+    changed = [f"{k}={v}" for k, v in config.items() if k in seed and v != seed[k]]
+    return ", ".join(changed) or "(the seed's recipe)"
+
+
+def _goal_status(results: list[dict], seed_rmse: float) -> list[str]:
+    grouped = [r for r in results if r["config"]["split"] == "group"]
+    best = min(grouped, key=lambda r: r["evaluations"][HEADLINE]["rmse_px"])
+    ratio = best["evaluations"][HEADLINE]["rmse_px"] / seed_rmse
+    return ["", f"Lowest val RMSE on this split: {best['name']}, {best['evaluations'][HEADLINE]['rmse_px']:.3f} px, "
+                f"{ratio:.2f}× the seed's: the goal is {'met' if ratio <= 0.6 else 'not met'}. "
+                "The labels' own noise (\"How noisy are the labels?\" below) bounds how far any model can go."]
+
+
+def _sweep_table(sweep: list[dict]) -> list[str]:
+    seed = next((r["evaluations"][HEADLINE]["rmse_px"] for r in sweep if r["name"] == "sweep-seed"), None)
+    helen = "helen-68-train (in the wild)"
+    lines = ["| variant | changes from the seed's recipe | flip TTA | val RMSE px | × seed | Helen RMSE px | "
+             "best epoch (of run) | train time |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(sweep, key=lambda r: -r["evaluations"][HEADLINE]["rmse_px"]):
+        head = r["evaluations"][HEADLINE]
+        ratio = f"{head['rmse_px'] / seed:.2f}" if seed and r["config"]["split"] == "group" else "-"
+        lines.append(f"| {r['name']} | {_change(r['config'])} | {'yes' if r['flip_tta'] else 'no'} | "
+                     f"**{head['rmse_px']:.3f}** | {ratio} | {r['evaluations'][helen]['rmse_px']:.3f} | "
+                     f"{r['best_epoch']} of {r['epochs_run']} | {r['wall_seconds']:.0f} s |")
+    return lines
+
+
 def validation_grid(run_dir: Path, out: Path, faces: int = 24) -> None:
     """A grid of validation faces: true keypoints green, predicted red."""
     import cv2
@@ -85,6 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     figures = args.out.parent / "experiments" / "figures"
     results = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
+    sweep = [json.loads(p.read_text()) for p in sorted((args.results / "gpu").glob("*.json"))]
     seed_rmse = next((r["evaluations"][HEADLINE]["rmse_px"] for r in results if r["name"] == "seed"), None)
     figures.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -96,6 +129,7 @@ def main() -> None:
         "normalised units, RMSE in pixels of the 96×96 frame, NME per inter-ocular (eye-centre) distance.",
         "",
         "The goal is a val RMSE at most 0.6× the reproduced seed recipe's (column \"× seed\").",
+        *(_goal_status(results + sweep, seed_rmse) if seed_rmse else []),
         "",
         "| recipe | train MSE | train MAE | val MSE | val MAE | val RMSE px | × seed | NME | best epoch (of run) | params | train time | img/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -122,8 +156,27 @@ def main() -> None:
                   "|---|" + "---|" * len(results)]
         lines += [f"| {k} | " + " | ".join(f"{r['evaluations'][HEADLINE]['per_keypoint_rmse_px'][k]:.3f}"
                                           for r in results) + " |" for k in names]
+    if sweep:
+        lines += ["", "## Steps, one change at a time (GPU sweep)", "",
+                  f"`experiments/sweep.py` on an {sweep[0]['device']} (lent for this work; `experiments/results/gpu/`),",
+                  "the faces carried there as `kpjax data convert SOURCE --out faces/SOURCE.npz` files. Same grouped split",
+                  "and scoring as above, so its val RMSE compares with the table above; its times are GPU seconds,",
+                  "not this machine's. seed-row uses the random row split (a different validation set).", "",
+                  *_sweep_table(sweep)]
+    noise_file = args.results / "analysis" / "label_noise.json"
+    if noise_file.exists():
+        noise = json.loads(noise_file.read_text())
+        lines += ["", "## How noisy are the labels? (`experiments/label_noise.py`)", "",
+                  f"Each {noise['source']} face paired with the most similar face of the same person (nearly the",
+                  "same video frame): how far apart their labels are. A model cannot score below the labels' own noise.",
+                  "", "| closest pairs | pairs | pixel RMS at most | label RMS difference px | per-label noise px |",
+                  "|---|---|---|---|---|",
+                  *[f"| {r['fraction']:.0%} | {r['pairs']} | {r['max_pixel_rms']:.3f} | "
+                    f"{r['keypoint_rms_difference_px']:.3f} | {r['per_label_noise_px']:.3f} |" for r in noise["rows"]]]
     lines += ["", "## Commands", ""]
-    lines += [f"- {r['name']}: `{r['command']}`" for r in results]
+    lines += [f"- {r['name']}: `{r['command']}`" for r in results + sweep]
+    if noise_file.exists():
+        lines.append(f"- label noise: `{noise['command']}`")
     lines += ["", "## Figures", ""]
     for r in results:
         curve = args.runs / r["name"] / "learning_curve.png"

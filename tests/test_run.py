@@ -132,7 +132,6 @@ def test_cli_train_evaluate_predict(tmp_path):
         (["train", "--data", "missing.csv"], "missing.csv: no such file"),
         (["train", "--data", "synthetic:100", "--batch", "500"], "--batch 500: larger than the"),
         (["evaluate", "--model", ".", "--data", "synthetic:10"], "not a kpjax run directory"),
-        (["evaluate", "--data", "synthetic:10"], "no default model is installed"),
         (["train", "--data", "synthetic:100", "--batch", "16", "--epochs", "2", "--lr", "1e12", "--run-dir", "{tmp}/r"],
          "training diverged at epoch"),
     ],

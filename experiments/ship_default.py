@@ -1,0 +1,59 @@
+"""Install a run's best model as the package's default (kpjax/weights/default), with its provenance.
+
+    python experiments/ship_default.py runs/best
+
+Only what inference needs travels: the run's config and the best checkpoint's
+model item (no optimizer state), plus provenance.json naming the data, the
+command, the commit and the validation figures that chose it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from kpjax.checkpoint import DEFAULT_MODEL, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -> None:
+    [step] = [p for p in (run_dir / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    if destination.exists():
+        shutil.rmtree(destination)
+    target = destination / "checkpoints" / "best" / step.name
+    shutil.copytree(step, target, ignore=shutil.ignore_patterns("opt_state"))
+    shutil.copy(run_dir / "config.json", destination / "config.json")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    provenance = {
+        "command": result["command"],
+        "commit": commit,
+        "data": [Path(spec).name for spec in result["config"]["data"]],
+        "validation": "person-grouped 20% split, seed 0 (experiments/common.py evaluation_sets)",
+        "evaluations": {name: {k: e[k] for k in ("n", "rmse_px", "nme", "mse", "mae")}
+                        for name, e in result["evaluations"].items()},
+        "flip_tta_in_evaluation": result["flip_tta"],
+        "params": result["params"],
+        "best_epoch": result["best_epoch"],
+    }
+    (destination / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    load_model(destination)  # what was shipped loads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="the run to ship, e.g. runs/best")
+    parser.add_argument("--result", type=Path, default=None,
+                        help="its result JSON (default experiments/results/RUN_NAME.json)")
+    args = parser.parse_args()
+    result_file = args.result or ROOT / "experiments" / "results" / f"{args.run_dir.name}.json"
+    ship_model(args.run_dir, json.loads(result_file.read_text()))
+    size = sum(f.stat().st_size for f in DEFAULT_MODEL.rglob("*") if f.is_file())
+    print(f"shipped {args.run_dir} as {DEFAULT_MODEL} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
