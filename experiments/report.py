@@ -7,6 +7,7 @@ curves and a grid of validation faces (predicted and true keypoints) as PNGs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -30,10 +31,10 @@ def _row(result: dict, seed_rmse: float | None) -> str:
 
 def _change(config: dict) -> str:
     """What a sweep variant changed from the seed's recipe, in a few words."""
-    seed = {"model": "seed", "epochs": 150, "learning_rate": 1e-3, "schedule": "constant", "weight_decay": 0.0,
-            "rotation": 0.0, "scale": 0.0, "shift": 0.0, "photometric": False, "split": "group",
-            "complete_only": True}
-    changed = [f"{k}={v}" for k, v in config.items() if k in seed and v != seed[k]]
+    from sweep import SEED
+
+    seed = dataclasses.asdict(SEED)
+    changed = [f"{k}={v}" for k, v in config.items() if k in seed and k != "data" and v != seed[k]]
     return ", ".join(changed) or "(the seed's recipe)"
 
 

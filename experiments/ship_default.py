@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -> None:
-    [step] = [p for p in (run_dir / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    [step] = [p for p in (run_dir / "checkpoints" / "best").iterdir() if p.name.isdigit()]  # Orbax keeps one
     if destination.exists():
         shutil.rmtree(destination)
     target = destination / "checkpoints" / "best" / step.name
-    shutil.copytree(step, target, ignore=shutil.ignore_patterns("opt_state"))
+    shutil.copytree(step / "model", target / "model")  # what load_model restores; no optimizer state
+    shutil.copy(step / "_CHECKPOINT_METADATA", target)
     shutil.copy(run_dir / "config.json", destination / "config.json")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     provenance = {

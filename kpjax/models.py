@@ -161,7 +161,6 @@ class HeatmapCNN(nnx.Module):
                  widths: tuple[int, ...] = (32, 64, 96, 96), decoder: int = 64):
         if size % 16:
             raise KpjaxError(f"--model heatmap needs a --size divisible by 16, got {size}")
-        self.num_keypoints = num_outputs // 2
         self.size = size
         conv = functools.partial(nnx.Conv, kernel_size=(3, 3), rngs=rngs)
         self.encoder = nnx.List([conv(cin, cout) for cin, cout in zip((4 * channels, *widths[:-1]), widths)])
@@ -170,7 +169,7 @@ class HeatmapCNN(nnx.Module):
         self.up_8_to_4 = conv(widths[2], decoder)
         self.skip_4 = nnx.Conv(widths[1], decoder, (1, 1), rngs=rngs)
         self.decoder_norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in (widths[2], decoder)])
-        self.heatmaps = nnx.Conv(decoder, self.num_keypoints, (1, 1), rngs=rngs)
+        self.heatmaps = nnx.Conv(decoder, num_outputs // 2, (1, 1), rngs=rngs)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         train = rngs is not None

@@ -105,13 +105,11 @@ def load_one(spec: str, options: LoadOptions) -> Dataset:
 
 def _load_faces_npz(path: Path, options: LoadOptions) -> Dataset:
     """Faces converted once by ``kpjax data convert --out F.npz``: carried to another machine as they are."""
-    import zipfile
-
     from kpjax.sources import cache
 
     try:
         dataset, _ = cache.load_faces(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except cache.LOAD_ERRORS as error:
         raise KpjaxError(f"{path}: not a faces .npz written by kpjax data convert ({error})") from None
     frame = (options.layout.name, options.size, 3 if options.color else 1)
     found = (dataset.layout.name, dataset.size, dataset.channels)

@@ -24,6 +24,10 @@ from kpjax.sources.convert import Skip
 CONVERSION_VERSION = 2  # bump when a reader or the conversion changes its output
 
 
+# What reading a damaged or foreign .npz raises.
+LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("KPJAX_CACHE") or Path.home() / ".cache" / "kpjax")
 
@@ -70,7 +74,7 @@ def cached(path: Path, settings: dict, convert: Callable[[], tuple[Dataset, list
     if file.is_file():
         try:
             return load_faces(file)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        except LOAD_ERRORS:
             pass  # a damaged cache file is rebuilt below
     result = convert()
     try:

@@ -259,14 +259,14 @@ def convert_sources(specs: list[str], out_path: Path, options=None) -> int:
     from kpjax.sources import LoadOptions, cache, load_data
 
     options = options or LoadOptions()
-    if out_path.suffix == ".npz":
-        dataset = load_data(specs, options)
-        cache.save_faces(out_path, dataset, [], compress=True)
-        return len(dataset)
-    if options.layout != KAGGLE or options.size != KAGGLE_SIZE or options.color:
+    as_npz = out_path.suffix == ".npz"
+    if not as_npz and (options.layout != KAGGLE or options.size != KAGGLE_SIZE or options.color):
         raise KpjaxError("a Kaggle training.csv holds 96x96 grey faces with the 15 Kaggle keypoints only; "
                          "write another frame to a .npz")
     dataset = load_data(specs, options)
+    if as_npz:
+        cache.save_faces(out_path, dataset, [], compress=True)
+        return len(dataset)
     values = dataset.keypoints.reshape(len(dataset), -1)
     with open(out_path, "w", newline="") as f:
         writer = csv.writer(f)
