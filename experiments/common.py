@@ -26,10 +26,14 @@ from kpjax.train import TrainingInterrupted, load_training_data, split_dataset, 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES_68 = ("youtube-faces-68", "fgnet-68", "helen-68-train")
 SOURCES_PARTIAL = ("mtfl-5",)
+HEADLINE = "68-point sources, complete"  # the evaluation set every goal is measured on
 
 
-def parse_args(description: str, variants: tuple[str, ...] = ()) -> argparse.Namespace:
+def parse_args(description: str, variants: tuple[str, ...] = (), model_option: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if model_option:
+        parser.add_argument("--model", type=Path, default=None,
+                            help="run directory of the model to compare with (default: the shipped model)")
     if variants:
         parser.add_argument("--variants", nargs="+", choices=variants, default=list(variants), metavar="NAME",
                             help=f"which to run, in order (default all: {' '.join(variants)})")
@@ -68,9 +72,9 @@ def evaluation_sets(config: TrainConfig, args: argparse.Namespace) -> dict:
     _, val_index = split_dataset(dataset, everything)
     val = dataset.subset(val_index)
     if args.synthetic:
-        return {"68-point sources, complete": val}
+        return {HEADLINE: val}
     sets = {
-        "68-point sources, complete": val.subset(np.flatnonzero(np.isin(val.sources, SOURCES_68))).complete_only(),
+        HEADLINE: val.subset(np.flatnonzero(np.isin(val.sources, SOURCES_68))).complete_only(),
         "helen-68-train (in the wild)": val.subset(np.flatnonzero(val.sources == "helen-68-train")),
         "mtfl-5 (5 points)": val.subset(np.flatnonzero(val.sources == "mtfl-5")),
     }
@@ -109,10 +113,19 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(record, indent=2))
-    headline = evaluations["68-point sources, complete"]
+    headline = evaluations[HEADLINE]
     print(f"{name}: val rmse {headline['rmse_px']:.3f}px mse {headline['mse']:.3e} mae {headline['mae']:.4f} "
           f"(best epoch {result.best_epoch}, {record['wall_seconds'] / 60:.1f} min)")
     return record
+
+
+def write_analysis(name: str, record: dict, results: Path) -> Path:
+    """An analysis's figures (not a training recipe's) as results/analysis/NAME.json, for report.py."""
+    out = results / "analysis" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return out
 
 
 def _param_leaves(model):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import HEADLINE, ROOT, evaluation_sets
+
 SEED_REPORTED = {"train_mse": 9.37e-4, "train_mae": 0.0230, "val_mse": 0.0393, "val_mae": 0.0728}
-HEADLINE = "68-point sources, complete"
 
 
 def _row(result: dict, seed_rmse: float | None) -> str:
@@ -45,6 +45,52 @@ def _goal_status(results: list[dict], seed_rmse: float) -> list[str]:
     return ["", f"Lowest val RMSE on this split: {best['name']}, {best['evaluations'][HEADLINE]['rmse_px']:.3f} px, "
                 f"{ratio:.2f}× the seed's: the goal is {'met' if ratio <= 0.6 else 'not met'}. "
                 "The labels' own noise (\"How noisy are the labels?\" below) bounds how far any model can go."]
+
+
+def _noise_section(noise: dict, results: list[dict], seed_rmse: float | None) -> list[str]:
+    lines = ["", "## How noisy are the labels? (`experiments/label_noise.py`)", "",
+             f"Two estimates on {noise['source']}, the source of 65% of the validation faces. Nearest pairs: each face",
+             "and the most similar face of the same person (nearly the same video frame); their labels differ by",
+             "the labels' noise (times √2) plus whatever moved. A model cannot score below the labels' own noise.", "",
+             "| closest pairs | pairs | pixel RMS at most | label RMS difference px | per-label noise px, at most |",
+             "|---|---|---|---|---|",
+             *[f"| {r['fraction']:.0%} | {r['pairs']} | {r['max_pixel_rms']:.3f} | "
+               f"{r['keypoint_rms_difference_px']:.3f} | {r['per_label_noise_px']:.3f} |" for r in noise["nearest_pairs"]]]
+    if "triplets" in noise:
+        lines += ["", "Frame triplets: each video's three frames, validation persons only. The middle frame's labels "
+                  "minus the mean of the outer two (the second difference) is zero for smooth motion and has variance "
+                  "1.5σ² for label noise σ. The same second difference of a model's predictions "
+                  f"(model: {noise['triplets']['model']}) shows the motion the images themselves carry; "
+                  "the labels' excess over it is noise no model can follow.", "",
+                  "| stillest triplets | triplets | pixel RMS at most | labels' 2nd difference px | "
+                  "model's 2nd difference px | per-label noise px, beyond the images |", "|---|---|---|---|---|---|",
+                  *[f"| {r['fraction']:.0%} | {r['triplets']} | {r['max_pixel_rms']:.3f} | "
+                    f"{r['labels_second_difference_px']:.3f} | {r['model_second_difference_px']:.3f} | "
+                    f"{r['per_label_noise_beyond_model_px']:.3f} |" for r in noise["triplets"]["rows"]]]
+    if seed_rmse and results and noise["source"] in results[0]["evaluations"][HEADLINE].get("by_source", {}):
+        target = 0.6 * seed_rmse
+        floor = min(r["per_label_noise_beyond_model_px"] for r in noise.get("triplets", {}).get("rows", [])
+                    or [{"per_label_noise_beyond_model_px": noise["nearest_pairs"][0]["per_label_noise_px"]}])
+        by_source = results[0]["evaluations"][HEADLINE]["by_source"]
+        total = sum(e["n"] for e in by_source.values())
+        youtube = by_source[noise["source"]]["n"]
+        others = np.sqrt(max(target**2 * total - floor**2 * youtube, 0.0) / (total - youtube))
+        lines += ["", f"What it means for the goal: 0.6× the seed is {target:.3f} px over {total} faces, "
+                  f"{youtube} of them {noise['source']}. Even a model exactly as good as the labels there, "
+                  f"at the lowest estimate above ({floor:.3f} px), leaves at most {others:.3f} px for the other "
+                  f"{total - youtube} faces, whose labels carry noise of their own."]
+    return lines
+
+
+def _ensemble_section(ensemble: dict) -> list[str]:
+    rows = [*ensemble["members"].items(), ("ensemble (mean of the above)", ensemble["ensemble"])]
+    labels = list(ensemble["ensemble"])
+    return ["", "## Does ensembling pay? (`experiments/ensemble.py`)", "",
+            "Flip-TTA predictions of trained models averaged, scored on the same validation faces (RMSE px). "
+            "An ensemble costs the training time of all its members.", "",
+            "| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels),
+            *[f"| {name} | " + " | ".join(f"{e[label]['rmse_px']:.3f}" for label in labels) + " |"
+              for name, e in rows]]
 
 
 def _sweep_table(sweep: list[dict]) -> list[str]:
@@ -95,31 +141,29 @@ def validation_grid(run_dir: Path, out: Path, faces: int = 24) -> None:
     cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def mean_face_rmse(run_dir: Path) -> float:
-    """RMSE of always predicting Kaggle's mean face on a run's validation faces: the floor to beat."""
-    from kpjax.config import TrainConfig
+def mean_face_rmse(faces) -> float:
+    """RMSE of always predicting Kaggle's mean face: the floor any model must beat."""
     from kpjax.evaluate import keypoint_metrics
     from kpjax.keypoints import KAGGLE_MEAN_FACE, normalise
-    from kpjax.train import load_training_data, split_dataset
 
-    config = TrainConfig.load(run_dir)
-    dataset = load_training_data(config)
-    val = dataset.subset(split_dataset(dataset, config)[1])
-    guess = np.tile(normalise(KAGGLE_MEAN_FACE.reshape(1, -1), val.size), (len(val), 1))
-    return keypoint_metrics(guess, val)["rmse_px"]
+    guess = np.tile(normalise(KAGGLE_MEAN_FACE.reshape(1, -1), faces.size), (len(faces), 1))
+    return keypoint_metrics(guess, faces)["rmse_px"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="run directories, for curves and the grid")
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
+                        help="the real face datasets, for the mean-face floor")
     parser.add_argument("--grid-run", default="best")
     parser.add_argument("--out", type=Path, default=ROOT / "EXPERIMENTS.md")
     args = parser.parse_args()
     figures = args.out.parent / "experiments" / "figures"
     results = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
     sweep = [json.loads(p.read_text()) for p in sorted((args.results / "gpu").glob("*.json"))]
-    seed_rmse = next((r["evaluations"][HEADLINE]["rmse_px"] for r in results if r["name"] == "seed"), None)
+    seed = next((r for r in results if r["name"] == "seed"), None)
+    seed_rmse = seed["evaluations"][HEADLINE]["rmse_px"] if seed else None
     figures.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Experiments",
@@ -138,23 +182,30 @@ def main() -> None:
         f"{SEED_REPORTED['train_mae']:.4f} | {SEED_REPORTED['val_mse']:.2e} | {SEED_REPORTED['val_mae']:.4f} | "
         f"{np.sqrt(SEED_REPORTED['val_mse']) * 48:.2f} | | | | | | |",
         *[_row(r, seed_rmse) for r in results],
-        *([f"| mean face, no model (the floor) | | | | | {mean_face_rmse(args.runs / 'seed'):.3f} | | | | | | |"]
-          if (args.runs / "seed" / "config.json").exists() else []),
-        "",
-        "## By source (validation RMSE px / NME)",
-        "",
-        "| recipe | " + " | ".join(results[0]["evaluations"]) + " |" if results else "",
-        "|---|" + "---|" * (len(results[0]["evaluations"]) if results else 0),
-        *[f"| {r['name']} | " + " | ".join(f"{e['rmse_px']:.3f} / {e['nme']:.4f} (n={e['n']})"
-                                          for e in r["evaluations"].values()) + " |" for r in results],
-        "",
-        "## Per-keypoint validation RMSE (px), 68-point sources",
-        "",
     ]
+    if seed and args.data_root.is_dir():
+        from kpjax.config import TrainConfig
+
+        faces = evaluation_sets(TrainConfig(**seed["config"]), argparse.Namespace(data_root=args.data_root,
+                                                                                  synthetic=0))[HEADLINE]
+        lines.append(f"| mean face, no model (the floor) | | | | | {mean_face_rmse(faces):.3f} | | | | | | |")
     if results:
+        evaluations = list(results[0]["evaluations"])
+        sources = list(results[0]["evaluations"][HEADLINE].get("by_source", {}))
+        lines += ["", "## By source (validation RMSE px / NME)", "",
+                  "| recipe | " + " | ".join(evaluations) + " |", "|---|" + "---|" * len(evaluations),
+                  *[f"| {r['name']} | " + " | ".join(f"{e['rmse_px']:.3f} / {e['nme']:.4f} (n={e['n']})"
+                                                    for e in r["evaluations"].values()) + " |" for r in results]]
+        if sources:
+            lines += ["", f"Within {HEADLINE}:", "", "| recipe | " + " | ".join(sources) + " |",
+                      "|---|" + "---|" * len(sources),
+                      *[f"| {r['name']} | " + " | ".join(
+                          f"{r['evaluations'][HEADLINE]['by_source'][s]['rmse_px']:.3f} (n="
+                          f"{r['evaluations'][HEADLINE]['by_source'][s]['n']})" for s in sources) + " |"
+                        for r in results]]
         names = list(results[0]["evaluations"][HEADLINE]["per_keypoint_rmse_px"])
-        lines += ["| keypoint | " + " | ".join(r["name"] for r in results) + " |",
-                  "|---|" + "---|" * len(results)]
+        lines += ["", "## Per-keypoint validation RMSE (px), 68-point sources", "",
+                  "| keypoint | " + " | ".join(r["name"] for r in results) + " |", "|---|" + "---|" * len(results)]
         lines += [f"| {k} | " + " | ".join(f"{r['evaluations'][HEADLINE]['per_keypoint_rmse_px'][k]:.3f}"
                                           for r in results) + " |" for k in names]
     if sweep:
@@ -164,28 +215,28 @@ def main() -> None:
                   "and scoring as above, so its val RMSE compares with the table above; its times are GPU seconds,",
                   "not this machine's. seed-row uses the random row split (a different validation set).", "",
                   *_sweep_table(sweep)]
+    ensemble_file = args.results / "analysis" / "ensemble.json"
+    ensemble = json.loads(ensemble_file.read_text()) if ensemble_file.exists() else None
+    if ensemble:
+        lines += _ensemble_section(ensemble)
     noise_file = args.results / "analysis" / "label_noise.json"
-    if noise_file.exists():
-        noise = json.loads(noise_file.read_text())
-        lines += ["", "## How noisy are the labels? (`experiments/label_noise.py`)", "",
-                  f"Each {noise['source']} face paired with the most similar face of the same person (nearly the",
-                  "same video frame): how far apart their labels are. A model cannot score below the labels' own noise.",
-                  "", "| closest pairs | pairs | pixel RMS at most | label RMS difference px | per-label noise px |",
-                  "|---|---|---|---|---|",
-                  *[f"| {r['fraction']:.0%} | {r['pairs']} | {r['max_pixel_rms']:.3f} | "
-                    f"{r['keypoint_rms_difference_px']:.3f} | {r['per_label_noise_px']:.3f} |" for r in noise["rows"]]]
+    noise = json.loads(noise_file.read_text()) if noise_file.exists() else None
+    if noise:
+        lines += _noise_section(noise, results, seed_rmse)
     lines += ["", "## Commands", ""]
     lines += [f"- {r['name']}: `{r['command']}`" for r in results + sweep]
-    if noise_file.exists():
-        lines.append(f"- label noise: `{noise['command']}`")
+    lines += [f"- {what}: `{record['command']}`" for what, record in (("ensemble", ensemble), ("label noise", noise))
+              if record]
     lines += ["", "## Figures", ""]
     for r in results:
         curve = args.runs / r["name"] / "learning_curve.png"
         if curve.exists():
             shutil.copy(curve, figures / f"{r['name']}_learning_curve.png")
+        if (figures / f"{r['name']}_learning_curve.png").exists():
             lines.append(f"![{r['name']} learning curve](experiments/figures/{r['name']}_learning_curve.png)")
     if (args.runs / args.grid_run).exists():
         validation_grid(args.runs / args.grid_run, figures / "validation_grid.png")
+    if (figures / "validation_grid.png").exists():
         lines += ["", f"Validation faces, run `{args.grid_run}` (green: truth, red: prediction):", "",
                   "![validation grid](experiments/figures/validation_grid.png)"]
     args.out.write_text("\n".join(lines) + "\n")

@@ -200,6 +200,7 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "resnet": ResNet,
     "resnet-small": functools.partial(ResNet, widths=(16, 32, 64, 128), hidden=128),
     "heatmap": HeatmapCNN,
+    "heatmap-wide": functools.partial(HeatmapCNN, widths=(48, 96, 144, 144), decoder=96),
 }
 
 

@@ -34,8 +34,12 @@ def test_experiment_runs_one_epoch_and_records_results(tmp_path, script, name, e
     assert (tmp_path / "experiments" / "figures" / "validation_grid.png").exists()
 
 
-def test_label_noise_pairs_each_face_with_its_nearest_of_the_same_person():
-    sys.path.insert(0, str(EXPERIMENTS))
+@pytest.fixture
+def experiments_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+
+
+def test_label_noise_pairs_each_face_with_its_nearest_of_the_same_person(experiments_importable):
     from label_noise import nearest_pairs
 
     images = np.zeros((4, 2, 2, 1), np.uint8)
@@ -45,3 +49,40 @@ def test_label_noise_pairs_each_face_with_its_nearest_of_the_same_person():
     pairs = nearest_pairs(images, keypoints, np.array(["a", "a", "b", "b"]))
     np.testing.assert_allclose(pairs[:, 1], [3.0, 3.0, 0.0, 0.0])
     np.testing.assert_allclose(pairs[:, 0], [10 / 255, 10 / 255, 0, 0], atol=1e-6)
+
+
+def test_frame_triplets_come_from_file_names_and_need_all_three_frames(experiments_importable):
+    from label_noise import frame_triplets
+
+    names = ["Ann_Lee_01.jpg", "Bob_10.jpg", "Ann_Lee_00.jpg", "Bob_12.jpg", "Ann_Lee_02.jpg", "Bob_11.jpg",
+             "Cy_40.jpg", "Cy_41.jpg"]  # Cy's video lacks its third frame
+    assert sorted(map(tuple, frame_triplets(names))) == [(1, 5, 3), (2, 0, 4)]
+
+
+def test_second_difference_cancels_smooth_motion_and_measures_noise(experiments_importable):
+    from label_noise import second_difference
+
+    rng = np.random.default_rng(0)
+    start, velocity = rng.normal(size=(1000, 15, 2)), rng.normal(size=(1000, 15, 2))
+    frames = np.stack([start + t * velocity for t in range(3)], axis=1).reshape(3000, 15, 2)
+    triplets = np.arange(3000).reshape(1000, 3)
+    np.testing.assert_allclose(second_difference(frames, triplets), 0.0, atol=1e-9)
+    noisy = frames + rng.normal(scale=0.8, size=frames.shape)
+    estimate = np.sqrt(np.mean(second_difference(noisy, triplets) ** 2) / 1.5)
+    assert abs(estimate - 0.8) < 0.02
+
+
+def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_importable):
+    from ensemble import ensemble_predictions
+
+    from kpjax.evaluate import predict_model
+    from kpjax.keypoints import KAGGLE
+    from kpjax.models import create_model
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 96, 96, 1), dtype=np.uint8)
+    first, second = (create_model("heatmap", num_outputs=30, size=96, channels=1, seed=s) for s in (0, 1))
+    alone = [predict_model(m, images, flip_permutation=KAGGLE.flip_permutation) for m in (first, second)]
+    np.testing.assert_allclose(ensemble_predictions([first], images, KAGGLE.flip_permutation), alone[0])
+    np.testing.assert_allclose(ensemble_predictions([first, second], images, KAGGLE.flip_permutation),
+                               (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(alone[0], alone[1])
