@@ -106,7 +106,7 @@ def main() -> None:
         model_residual = second_difference(predictions, triplets)
         images = faces.images.astype(np.float32) / 255
         motion = np.sqrt(((images[triplets[:, 0]] - images[triplets[:, 2]]) ** 2).mean(axis=(1, 2, 3)))
-        report["triplets"] = {"model": str(args.model or "default (kpjax/weights/default)"), "rows": []}
+        report["triplets"] = {"model": str(args.model or "the shipped default"), "rows": []}
         for fraction in STATIC_FRACTIONS:
             still = np.argsort(motion)[: int(fraction * len(triplets))]
             labels, seen = _rms(label_residual[still]), _rms(model_residual[still])

@@ -69,16 +69,21 @@ def _noise_section(noise: dict, results: list[dict], seed_rmse: float | None) ->
                     f"{r['per_label_noise_beyond_model_px']:.3f} |" for r in noise["triplets"]["rows"]]]
     if seed_rmse and results and noise["source"] in results[0]["evaluations"][HEADLINE].get("by_source", {}):
         target = 0.6 * seed_rmse
-        floor = min(r["per_label_noise_beyond_model_px"] for r in noise.get("triplets", {}).get("rows", [])
-                    or [{"per_label_noise_beyond_model_px": noise["nearest_pairs"][0]["per_label_noise_px"]}])
-        by_source = results[0]["evaluations"][HEADLINE]["by_source"]
-        total = sum(e["n"] for e in by_source.values())
-        youtube = by_source[noise["source"]]["n"]
-        others = np.sqrt(max(target**2 * total - floor**2 * youtube, 0.0) / (total - youtube))
-        lines += ["", f"What it means for the goal: 0.6× the seed is {target:.3f} px over {total} faces, "
-                  f"{youtube} of them {noise['source']}. Even a model exactly as good as the labels there, "
-                  f"at the lowest estimate above ({floor:.3f} px), leaves at most {others:.3f} px for the other "
-                  f"{total - youtube} faces, whose labels carry noise of their own."]
+        estimates = [r["per_label_noise_beyond_model_px"] for r in noise.get("triplets", {}).get("rows", [])]
+        low, high = min(estimates, default=0.0), noise["nearest_pairs"][0]["per_label_noise_px"]
+        best = min(results, key=lambda r: r["evaluations"][HEADLINE]["rmse_px"])
+        by_source = best["evaluations"][HEADLINE]["by_source"]
+        total, youtube = sum(e["n"] for e in by_source.values()), by_source[noise["source"]]["n"]
+        others = np.sqrt(max(target**2 * total - low**2 * youtube, 0.0) / (total - youtube))
+        own = [np.sqrt(max(by_source[noise["source"]]["rmse_px"] ** 2 - sigma**2, 0.0)) for sigma in (high, low)]
+        needed = [np.sqrt(max(target**2 - sigma**2, 0.0)) for sigma in (high, low)]
+        lines += ["", f"What it means for the goal: 0.6× the seed is {target:.3f} px over {total} faces, {youtube} "
+                  f"of them {noise['source']}, whose labels carry {low:.2f}–{high:.2f} px of noise by the estimates "
+                  f"above. {best['name']} scores {by_source[noise['source']]['rmse_px']:.3f} px there: its own error, "
+                  f"beyond the noise, is {own[0]:.2f}–{own[1]:.2f} px. If every source's labels were as noisy, the goal "
+                  f"would need that own error at {needed[0]:.2f}–{needed[1]:.2f} px. Even a model exactly as good as "
+                  f"the labels on {noise['source']} at the lowest estimate would leave at most {others:.2f} px "
+                  f"for the other {total - youtube} faces, whose labels have noise of their own."]
     return lines
 
 
@@ -160,7 +165,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "EXPERIMENTS.md")
     args = parser.parse_args()
     figures = args.out.parent / "experiments" / "figures"
-    results = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
+    results = sorted((json.loads(p.read_text()) for p in args.results.glob("*.json")),
+                     key=lambda r: -r["evaluations"][HEADLINE]["rmse_px"])  # from the seed's recipe down
     sweep = [json.loads(p.read_text()) for p in sorted((args.results / "gpu").glob("*.json"))]
     seed = next((r for r in results if r["name"] == "seed"), None)
     seed_rmse = seed["evaluations"][HEADLINE]["rmse_px"] if seed else None
@@ -172,6 +178,9 @@ def main() -> None:
         "holds the full JSON (per-keypoint and per-source figures included). Validation is the fixed, person-grouped",
         "20% split (`kpjax.dataset.group_split`, seed 0): the same faces for every row. MSE/MAE are in the seed's",
         "normalised units, RMSE in pixels of the 96×96 frame, NME per inter-ocular (eye-centre) distance.",
+        "Train time and img/s (training images per second of wall time, validation included) depend on how",
+        "busy this shared machine was: seed and best-v1 trained at the same time, beside other jobs; the",
+        "rows after them one at a time.",
         "",
         "The goal is a val RMSE at most 0.6× the reproduced seed recipe's (column \"× seed\").",
         *(_goal_status(results + sweep, seed_rmse) if seed_rmse else []),
@@ -183,19 +192,24 @@ def main() -> None:
         f"{np.sqrt(SEED_REPORTED['val_mse']) * 48:.2f} | | | | | | |",
         *[_row(r, seed_rmse) for r in results],
     ]
+    variants = [f"{r['name']}: {_change(r['config'])}" for r in results if r["name"].startswith("sweep-")]
     if seed and args.data_root.is_dir():
         from kpjax.config import TrainConfig
 
         faces = evaluation_sets(TrainConfig(**seed["config"]), argparse.Namespace(data_root=args.data_root,
                                                                                   synthetic=0))[HEADLINE]
         lines.append(f"| mean face, no model (the floor) | | | | | {mean_face_rmse(faces):.3f} | | | | | | |")
+    if variants:
+        lines += ["", "Sweep rows run here change the seed's recipe in: " + "; ".join(variants) + "."]
     if results:
         evaluations = list(results[0]["evaluations"])
         sources = list(results[0]["evaluations"][HEADLINE].get("by_source", {}))
         lines += ["", "## By source (validation RMSE px / NME)", "",
                   "| recipe | " + " | ".join(evaluations) + " |", "|---|" + "---|" * len(evaluations),
                   *[f"| {r['name']} | " + " | ".join(f"{e['rmse_px']:.3f} / {e['nme']:.4f} (n={e['n']})"
-                                                    for e in r["evaluations"].values()) + " |" for r in results]]
+                                                    for e in r["evaluations"].values()) + " |" for r in results],
+                  "", "Every row is scored on persons it never trained on; a recipe whose `data` leaves a source "
+                  "out (the seed's recipe has no MTFL) has never seen that source at all."]
         if sources:
             lines += ["", f"Within {HEADLINE}:", "", "| recipe | " + " | ".join(sources) + " |",
                       "|---|" + "---|" * len(sources),

@@ -10,7 +10,7 @@ from flax import nnx
 from jax import lax
 from jax.test_util import check_grads
 
-from kpjax.models import HeatmapCNN, SeedCNN
+from kpjax.models import HeatmapCNN, SeedCNN, create_model
 from kpjax.ops import conv2d, max_pool_2x2
 
 
@@ -109,8 +109,9 @@ def test_heatmap_soft_argmax_decodes_a_peak_to_its_cell_centre():
     np.testing.assert_allclose(flat, [cell_centre(11.5)] * 4, atol=1e-6)
 
 
-def test_heatmap_model_predicts_keypoints_and_trains_its_batch_statistics():
-    model = HeatmapCNN(num_outputs=30, size=96, channels=1, rngs=nnx.Rngs(params=0))
+@pytest.mark.parametrize("name", ["heatmap", "heatmap-wide"])
+def test_heatmap_model_predicts_keypoints_and_trains_its_batch_statistics(name):
+    model = create_model(name, num_outputs=30, size=96, channels=1)
     x = jnp.asarray(np.random.default_rng(0).random((3, 96, 96, 1)), jnp.float32)
     assert model(x).shape == (3, 30)
     before = np.asarray(model.encoder_norms[0].mean[...])
