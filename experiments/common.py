@@ -42,6 +42,9 @@ def parse_args(description: str, variants: tuple[str, ...] = (), model_option: b
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="use N drawn faces instead of real data (a smoke test)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="initialisation and training-order seed (the run is named NAME-seedS when not 0); the "
+                             "validation split stays that of seed 0")
     parser.add_argument("--split", choices=("group", "row"), default="group",
                         help="validation split: by person (default) or by row")
     parser.add_argument("--run-root", type=Path, default=ROOT / "runs", help="where run directories go")
@@ -85,6 +88,9 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
     """Train ``config`` (resuming an unfinished run) and write ``results/NAME.json``."""
     if args.epochs:
         config = dataclasses.replace(config, epochs=args.epochs)
+    if args.seed:
+        config = dataclasses.replace(config, seed=args.seed, split_seed=config.seed)
+        name = f"{name}-seed{args.seed}"
     run_dir = args.run_root / name
     try:
         result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())

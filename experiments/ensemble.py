@@ -3,7 +3,7 @@ on the same fixed validation faces as every recipe.
 
     python experiments/ensemble.py runs/best kpjax/weights/default
 
-Writes results/analysis/ensemble.json: each member alone and the ensemble. An ensemble costs
+Writes results/analysis/ensemble-A+B.json: each member alone and the ensemble. An ensemble costs
 the training time of all its members.
 """
 
@@ -27,11 +27,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, nargs="+", help="run directories (or kpjax/weights/default)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="score on N drawn faces instead of real data (a smoke test)")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
     loaded = [load_model(path) for path in args.models]
     models, configs = [m for m, _ in loaded], [c for _, c in loaded]
-    sets = evaluation_sets(configs[0], argparse.Namespace(data_root=args.data_root, synthetic=0))
+    sets = evaluation_sets(configs[0], argparse.Namespace(data_root=args.data_root, synthetic=args.synthetic))
     members = {str(path): {label: keypoint_metrics(ensemble_predictions([model], faces.images,
                                                                         faces.layout.flip_permutation), faces)
                            for label, faces in sets.items()}
@@ -41,8 +43,9 @@ def main() -> None:
     for name, evaluations in [*members.items(), ("ensemble", mean)]:
         print(f"{name}: " + ", ".join(f"{label} {e['rmse_px']:.3f}px" for label, e in evaluations.items()))
     record = {"command": "python experiments/ensemble.py " + " ".join(map(str, args.models)),
-              "flip_tta": True, "members": members, "ensemble": mean}
-    write_analysis("ensemble", record, args.results)
+              "models": list(map(str, args.models)), "flip_tta": True,
+              "members": members, "ensemble": mean}
+    write_analysis("ensemble-" + "+".join(path.name for path in args.models), record, args.results)
 
 
 if __name__ == "__main__":

@@ -87,15 +87,20 @@ def _noise_section(noise: dict, results: list[dict], seed_rmse: float | None) ->
     return lines
 
 
-def _ensemble_section(ensemble: dict) -> list[str]:
-    rows = [*ensemble["members"].items(), ("ensemble (mean of the above)", ensemble["ensemble"])]
-    labels = list(ensemble["ensemble"])
-    return ["", "## Does ensembling pay? (`experiments/ensemble.py`)", "",
-            "Flip-TTA predictions of trained models averaged, scored on the same validation faces (RMSE px). "
-            "An ensemble costs the training time of all its members.", "",
-            "| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels),
-            *[f"| {name} | " + " | ".join(f"{e[label]['rmse_px']:.3f}" for label in labels) + " |"
-              for name, e in rows]]
+def _ensemble_section(ensembles: list[dict], results: list[dict]) -> list[str]:
+    minutes = {r["name"]: r["wall_seconds"] / 60 for r in results}
+    labels = list(ensembles[0]["ensemble"])
+    lines = ["", "## Does ensembling pay? (`experiments/ensemble.py`)", "",
+             "Flip-TTA predictions of trained models averaged, scored on the same validation faces: RMSE px of the "
+             "best member alone → the ensemble. An ensemble costs the training time of all its members.", "",
+             "| members | training time, all members | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for record in ensembles:
+        names = [Path(model).name for model in record["models"]]
+        cost = f"{sum(minutes[n] for n in names):.1f} min" if all(n in minutes for n in names) else "-"
+        cells = [f"{min(m[label]['rmse_px'] for m in record['members'].values()):.3f} → "
+                 f"**{record['ensemble'][label]['rmse_px']:.3f}**" for label in labels]
+        lines.append(f"| {' + '.join(names)} | {cost} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _sweep_table(sweep: list[dict]) -> list[str]:
@@ -229,18 +234,18 @@ def main() -> None:
                   "and scoring as above, so its val RMSE compares with the table above; its times are GPU seconds,",
                   "not this machine's. seed-row uses the random row split (a different validation set).", "",
                   *_sweep_table(sweep)]
-    ensemble_file = args.results / "analysis" / "ensemble.json"
-    ensemble = json.loads(ensemble_file.read_text()) if ensemble_file.exists() else None
-    if ensemble:
-        lines += _ensemble_section(ensemble)
+    ensembles = [json.loads(p.read_text()) for p in sorted((args.results / "analysis").glob("ensemble-*.json"))]
+    if ensembles:
+        lines += _ensemble_section(ensembles, results)
     noise_file = args.results / "analysis" / "label_noise.json"
     noise = json.loads(noise_file.read_text()) if noise_file.exists() else None
     if noise:
         lines += _noise_section(noise, results, seed_rmse)
     lines += ["", "## Commands", ""]
     lines += [f"- {r['name']}: `{r['command']}`" for r in results + sweep]
-    lines += [f"- {what}: `{record['command']}`" for what, record in (("ensemble", ensemble), ("label noise", noise))
-              if record]
+    lines += [f"- ensemble: `{record['command']}`" for record in ensembles]
+    if noise:
+        lines.append(f"- label noise: `{noise['command']}`")
     lines += ["", "## Figures", ""]
     for r in results:
         curve = args.runs / r["name"] / "learning_curve.png"

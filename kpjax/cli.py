@@ -50,7 +50,9 @@ def train(
     model: Annotated[str, typer.Option(help="Model name from the registry.")] = "seed",
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[str, typer.Option(help="constant or cosine.")] = "constant",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the model's initialisation, batch order and augmentation.")] = 0,
+    split_seed: Annotated[Optional[int], typer.Option(
+        help="Seed of the validation split (default: --seed); fix it to compare or ensemble runs of several seeds.")] = None,
     run_dir: Annotated[Path, typer.Option(help="Where config, split, metrics and checkpoints go.")] = Path("runs/latest"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint.")] = False,
     complete_only: Annotated[bool, typer.Option(help="Drop faces with any missing keypoint (the seed's choice).")] = False,
@@ -85,7 +87,7 @@ def train(
     if schedule not in ("constant", "cosine"):
         raise KpjaxError(f"--schedule {schedule}: expected constant or cosine")
     config = TrainConfig(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr,
-                         schedule=schedule, seed=seed, complete_only=complete_only, val_fraction=val_fraction,
+                         schedule=schedule, seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
                          flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
                          weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size, color=color,
                          strict=strict, markup=markup, devices=parse_devices(devices))

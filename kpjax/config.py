@@ -30,6 +30,7 @@ class TrainConfig:
     strict: bool = False
     markup: str | None = None  # 68-point markup of .pts sources: "ibug" or "fgnet"; None detects it
     seed: int = 0
+    split_seed: int | None = None  # seed of the validation split; None: seed. Fixed, runs of several seeds share it
     devices: int | str = 1  # devices per process for data parallelism, or "all"
 
     def to_json(self) -> str:

@@ -65,12 +65,16 @@ def load_training_data(config: TrainConfig) -> Dataset:
     return dataset
 
 
+def split_seed(config: TrainConfig) -> int:
+    return config.seed if config.split_seed is None else config.split_seed
+
+
 def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     if config.split not in ("group", "row"):
         raise KpjaxError(f"--split {config.split}: expected group or row")
     # A row split treats every face as its own group: near-identical video frames then land on both sides.
     groups = dataset.groups if config.split == "group" else np.arange(len(dataset)).astype(str)
-    train_index, val_index = group_split(groups, config.val_fraction, config.seed)
+    train_index, val_index = group_split(groups, config.val_fraction, split_seed(config))
     if len(train_index) < config.batch_size:
         raise KpjaxError(
             f"--batch {config.batch_size}: larger than the {len(train_index)} training faces; use a smaller batch"
@@ -124,7 +128,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     dataset = load_training_data(config) if dataset is None else dataset
     train_index, val_index = split_dataset(dataset, config)
     if parallel.is_primary:
-        save_split(run_dir / "split.json", dataset, train_index, val_index, seed=config.seed,
+        save_split(run_dir / "split.json", dataset, train_index, val_index, seed=split_seed(config),
                    val_fraction=config.val_fraction)
     train_set, val_set = dataset.subset(train_index), dataset.subset(val_index)
     log(f"data: {len(dataset)} faces, {len(train_set)} train / {len(val_set)} validation "

@@ -14,7 +14,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.mark.parametrize("script, name, extra", [("reproduce_seed.py", "seed", []), ("best_recipe.py", "best", []),
-                                                 ("sweep.py", "sweep-heatmap", ["--variants", "heatmap"])])
+                                                 ("sweep.py", "sweep-heatmap-seed1",
+                                                  ["--variants", "heatmap", "--seed", "1"])])
 def test_experiment_runs_one_epoch_and_records_results(tmp_path, script, name, extra):
     args = ["--synthetic", "160", "--epochs", "1", "--run-root", tmp_path / "runs", "--results", tmp_path / "results",
             *extra]
@@ -25,12 +26,19 @@ def test_experiment_runs_one_epoch_and_records_results(tmp_path, script, name, e
     assert result["best_epoch"] == 1 and result["params"] > 0
     headline = result["evaluations"]["68-point sources, complete"]
     assert headline["n"] > 0 and headline["rmse_px"] > 0
+    run = tmp_path / "runs" / name
+    ensemble = subprocess.run([sys.executable, EXPERIMENTS / "ensemble.py", run, run, "--synthetic", "160",
+                               "--results", tmp_path / "results"], capture_output=True, text=True, timeout=600)
+    assert ensemble.returncode == 0, ensemble.stderr
+    record = json.loads((tmp_path / "results" / "analysis" / f"ensemble-{name}+{name}.json").read_text())
+    assert record["ensemble"] == record["members"][str(run)]  # a model averaged with itself is itself
     report = subprocess.run([sys.executable, EXPERIMENTS / "report.py", "--results", tmp_path / "results",
-                             "--runs", tmp_path / "runs", "--grid-run", name, "--out", tmp_path / "EXPERIMENTS.md"],
+                             "--runs", tmp_path / "runs", "--grid-run", name, "--out", tmp_path / "EXPERIMENTS.md",
+                             "--data-root", tmp_path / "no-real-data"],
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "EXPERIMENTS.md").read_text()
-    assert f"| {name} |" in text and "9.37e-04" in text
+    assert f"| {name} |" in text and "9.37e-04" in text and f"| {name} + {name} |" in text
     assert (tmp_path / "experiments" / "figures" / "validation_grid.png").exists()
 
 

@@ -96,6 +96,17 @@ def test_group_split_keeps_each_group_on_one_side_and_is_seeded():
     np.testing.assert_array_equal(group_split(more, 0.2, seed=7)[1][: len(val)], val)
 
 
+def test_split_seed_keeps_one_validation_split_across_seeds():
+    from kpjax.sources.synthetic import make_faces
+    from kpjax.train import split_dataset
+
+    faces = make_faces(200, seed=0)
+    fixed = [split_dataset(faces, TrainConfig(batch_size=8, seed=s, split_seed=0))[1] for s in (0, 1, 2)]
+    for val in fixed[1:]:
+        np.testing.assert_array_equal(val, fixed[0])
+    assert not np.array_equal(split_dataset(faces, TrainConfig(batch_size=8, seed=1))[1], fixed[0])
+
+
 def _run_steps(steps: int, seed: int = 0):
     from kpjax.sources.synthetic import make_faces
 
