@@ -10,12 +10,14 @@ the training time of all its members.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 from common import ROOT, evaluation_sets, write_analysis
 
 from kpjax.checkpoint import load_model
+from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics, predict_model
 
 
@@ -31,7 +33,10 @@ def main() -> None:
                         help="score on N drawn faces instead of real data (a smoke test)")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    loaded = [load_model(path) for path in args.models]
+    try:
+        loaded = [load_model(path) for path in args.models]
+    except KpjaxError as error:
+        sys.exit(f"error: {error}")
     models, configs = [m for m, _ in loaded], [c for _, c in loaded]
     sets = evaluation_sets(configs[0], argparse.Namespace(data_root=args.data_root, synthetic=args.synthetic))
     members = {str(path): {label: keypoint_metrics(ensemble_predictions([model], faces.images,

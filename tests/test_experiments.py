@@ -94,3 +94,10 @@ def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_import
     np.testing.assert_allclose(ensemble_predictions([first, second], images, KAGGLE.flip_permutation),
                                (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-7)
     assert not np.allclose(alone[0], alone[1])
+
+
+def test_ensemble_of_a_missing_run_is_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, EXPERIMENTS / "ensemble.py", tmp_path / "missing"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: {tmp_path / 'missing'}: not a kpjax run directory (no config.json)"
