@@ -1,7 +1,7 @@
 """Does ensembling pay? Average the (flip-TTA) predictions of trained models and score the mean
 on the same fixed validation faces as every recipe.
 
-    python experiments/ensemble.py runs/best kpjax/weights/default
+    python experiments/ensemble.py runs/best runs/best-seed1 [runs/sweep-heatmap-wide-partial]
 
 Writes results/analysis/ensemble-A+B.json: each member alone and the ensemble. An ensemble costs
 the training time of all its members.
