@@ -21,8 +21,9 @@ from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics, predict_model
 
 
-def ensemble_predictions(models: list, images: np.ndarray, flip_permutation: tuple[int, ...]) -> np.ndarray:
-    return np.mean([predict_model(m, images, flip_permutation=flip_permutation) for m in models], axis=0)
+def member_predictions(models: list, images: np.ndarray, flip_permutation: tuple[int, ...]) -> np.ndarray:
+    """(models, N, 2K) flip-TTA predictions, each model run once; their mean is the ensemble's."""
+    return np.stack([predict_model(m, images, flip_permutation=flip_permutation) for m in models])
 
 
 def main() -> None:
@@ -36,15 +37,16 @@ def main() -> None:
     try:
         loaded = [load_model(path) for path in args.models]
     except KpjaxError as error:
-        sys.exit(f"error: {error}")
-    models, configs = [m for m, _ in loaded], [c for _, c in loaded]
-    sets = evaluation_sets(configs[0], argparse.Namespace(data_root=args.data_root, synthetic=args.synthetic))
-    members = {str(path): {label: keypoint_metrics(ensemble_predictions([model], faces.images,
-                                                                        faces.layout.flip_permutation), faces)
-                           for label, faces in sets.items()}
-               for path, model in zip(args.models, models)}
-    mean = {label: keypoint_metrics(ensemble_predictions(models, faces.images, faces.layout.flip_permutation), faces)
-            for label, faces in sets.items()}
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    models = [model for model, _ in loaded]
+    sets = evaluation_sets(loaded[0][1], argparse.Namespace(data_root=args.data_root, synthetic=args.synthetic))
+    members, mean = {str(path): {} for path in args.models}, {}
+    for label, faces in sets.items():
+        predictions = member_predictions(models, faces.images, faces.layout.flip_permutation)
+        for path, prediction in zip(args.models, predictions):
+            members[str(path)][label] = keypoint_metrics(prediction, faces)
+        mean[label] = keypoint_metrics(predictions.mean(axis=0), faces)
     for name, evaluations in [*members.items(), ("ensemble", mean)]:
         print(f"{name}: " + ", ".join(f"{label} {e['rmse_px']:.3f}px" for label, e in evaluations.items()))
     record = {"command": "python experiments/ensemble.py " + " ".join(map(str, args.models)),

@@ -24,11 +24,12 @@ import numpy as np
 from common import data_specs, parse_args, write_analysis
 
 from kpjax.checkpoint import load_model
-from kpjax.dataset import group_split
+from kpjax.config import TrainConfig
 from kpjax.evaluate import predict_model
 from kpjax.keypoints import denormalise
 from kpjax.sources import LoadOptions, load_one
 from kpjax.sources.landmarks68 import frames_csvs, read_frames_csv
+from kpjax.train import split_dataset
 
 SOURCE = "youtube-faces-68"
 FRACTIONS = (0.05, 0.10, 0.25)
@@ -98,9 +99,9 @@ def main() -> None:
         if len(rows) != len(faces):
             raise SystemExit(f"{csv_file}: {len(rows)} rows but {len(faces)} faces converted; triplets need all")
         triplets = frame_triplets([row.image.name for row in rows])
-        _, val_index = group_split(faces.groups, 0.2, seed=0)  # faces the models never trained on
+        _, val_index = split_dataset(faces, TrainConfig())  # the recipes' split: faces the models never trained on
         triplets = triplets[np.isin(triplets[:, 0], val_index)]
-        model, config = load_model(args.model)
+        model, _ = load_model(args.model)
         predictions = denormalise(predict_model(model, faces.images), faces.size).reshape(faces.keypoints.shape)
         label_residual = second_difference(faces.keypoints, triplets)
         model_residual = second_difference(predictions, triplets)

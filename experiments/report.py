@@ -16,6 +16,8 @@ import numpy as np
 
 from common import HEADLINE, ROOT, evaluation_sets
 
+from kpjax.config import TrainConfig
+
 SEED_REPORTED = {"train_mse": 9.37e-4, "train_mae": 0.0230, "val_mse": 0.0393, "val_mae": 0.0728}
 
 
@@ -122,7 +124,6 @@ def validation_grid(run_dir: Path, out: Path, faces: int = 24) -> None:
     import cv2
 
     from kpjax.checkpoint import load_model
-    from kpjax.config import TrainConfig
     from kpjax.evaluate import predict_model
     from kpjax.keypoints import denormalise
     from kpjax.train import load_training_data, split_dataset
@@ -199,8 +200,6 @@ def main() -> None:
     ]
     variants = [f"{r['name']}: {_change(r['config'])}" for r in results if r["name"].startswith("sweep-")]
     if seed and args.data_root.is_dir():
-        from kpjax.config import TrainConfig
-
         faces = evaluation_sets(TrainConfig(**seed["config"]), argparse.Namespace(data_root=args.data_root,
                                                                                   synthetic=0))[HEADLINE]
         lines.append(f"| mean face, no model (the floor) | | | | | {mean_face_rmse(faces):.3f} | | | | | | |")

@@ -81,7 +81,7 @@ def test_second_difference_cancels_smooth_motion_and_measures_noise(experiments_
 
 
 def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_importable):
-    from ensemble import ensemble_predictions
+    from ensemble import member_predictions
 
     from kpjax.evaluate import predict_model
     from kpjax.keypoints import KAGGLE
@@ -90,14 +90,14 @@ def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_import
     images = np.random.default_rng(0).integers(0, 256, (5, 96, 96, 1), dtype=np.uint8)
     first, second = (create_model("heatmap", num_outputs=30, size=96, channels=1, seed=s) for s in (0, 1))
     alone = [predict_model(m, images, flip_permutation=KAGGLE.flip_permutation) for m in (first, second)]
-    np.testing.assert_allclose(ensemble_predictions([first], images, KAGGLE.flip_permutation), alone[0])
-    np.testing.assert_allclose(ensemble_predictions([first, second], images, KAGGLE.flip_permutation),
+    np.testing.assert_allclose(member_predictions([first], images, KAGGLE.flip_permutation).mean(axis=0), alone[0])
+    np.testing.assert_allclose(member_predictions([first, second], images, KAGGLE.flip_permutation).mean(axis=0),
                                (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-7)
     assert not np.allclose(alone[0], alone[1])
 
 
-def test_ensemble_of_a_missing_run_is_one_line_error(tmp_path):
+def test_ensemble_of_a_missing_run_is_a_one_line_error_with_status_2(tmp_path):
     done = subprocess.run([sys.executable, EXPERIMENTS / "ensemble.py", tmp_path / "missing"], capture_output=True,
                           text=True, timeout=600)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: {tmp_path / 'missing'}: not a kpjax run directory (no config.json)"
