@@ -70,7 +70,7 @@ def evaluation_sets(config: TrainConfig, args: argparse.Namespace) -> dict:
     """
     specs = data_specs(args, SOURCES_68 + SOURCES_PARTIAL)
     present = specs if args.synthetic else [spec for spec in specs if Path(spec).exists()]
-    everything = dataclasses.replace(config, data=present, complete_only=False)
+    everything = dataclasses.replace(config, data=present, complete_only=False, margin=0)
     dataset = load_training_data(everything)
     _, val_index = split_dataset(dataset, everything)
     val = dataset.subset(val_index)

@@ -89,6 +89,36 @@ def _noise_section(noise: dict, results: list[dict], seed_rmse: float | None) ->
     return lines
 
 
+def _photos_section(record: dict) -> list[str]:
+    """The headline: end to end on whole photos (experiments/photos_end_to_end.py)."""
+    def cells(m: dict) -> str:
+        return (f"{m['detection_rate']:.1%} | {m['false_faces_per_photo']:.3f} | **{m['nme_mean']:.2%}** "
+                f"({m['nme_median']:.2%}) | {m['failure_rate']:.1%} | {m['auc10']:.3f} | {m['kaggle_px']:.2f} | "
+                f"{m['ms_per_photo_median']:.0f} |")
+
+    sources = list(record["rows"][0]["metrics"].get("by_source", {}))
+    lines = ["## Headline: end to end on photos of persons never trained on (`experiments/photos_end_to_end.py`)", "",
+             f"{record['faces']} faces in {sum(record['photos'].values())} whole photos: the {record['persons']} of "
+             "helen-68-train and fgnet-68. Each photo goes through `kpjax predict`'s pipeline alone (Haar detector, "
+             "crop, network, refinement passes), or through a peer's own; annotated faces are matched to detections "
+             "(`kpjax/photo_eval.py`). NME: RMSE of the 15 Kaggle points over the annotated outer-eye-corner "
+             "distance (300-W's normaliser); failures: NME > 10 % (of found faces); AUC of the CED to 10 %; Kaggle px: "
+             "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
+             "photo may show unannotated faces too). ms/photo: median, decode to keypoints, one photo at a time, on "
+             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md).", "",
+             "| pipeline | found | false faces / photo | NME mean (median) | failures | AUC@10% | Kaggle px | "
+             "ms / photo |", "|---|---|---|---|---|---|---|---|",
+             *[f"| {row['pipeline']} | {cells(row['metrics'])}" for row in record["rows"]]]
+    if sources:
+        lines += ["", "By source (NME mean / failures / found):", "",
+                  "| pipeline | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources),
+                  *[f"| {row['pipeline']} | " + " | ".join(
+                      f"{m['nme_mean']:.2%} / {m['failure_rate']:.1%} / {m['detection_rate']:.1%}"
+                      for m in (row["metrics"]["by_source"][s] for s in sources)) + " |" for row in record["rows"]]]
+    lines += ["", f"Command: `{record['command']}`", "", "![CED](experiments/figures/photos_ced.png)", ""]
+    return lines
+
+
 def _ensemble_section(ensembles: list[dict], results: list[dict]) -> list[str]:
     minutes = {r["name"]: r["wall_seconds"] / 60 for r in results}
     labels = list(ensembles[0]["ensemble"])
@@ -177,8 +207,15 @@ def main() -> None:
     seed = next((r for r in results if r["name"] == "seed"), None)
     seed_rmse = seed["evaluations"][HEADLINE]["rmse_px"] if seed else None
     figures.mkdir(parents=True, exist_ok=True)
+    photos_file = args.results / "analysis" / "photos-end-to-end.json"
     lines = [
         "# Experiments",
+        "",
+        *(_photos_section(json.loads(photos_file.read_text())) if photos_file.exists() else []),
+        "## Second table: crops fitted to the labels",
+        "",
+        "A model can score well here and still ignore where the face sits in its crop: these crops are placed by",
+        "the annotated points themselves, as the training crops are, which no detector can do for a user's photo.",
         "",
         "Every figure below was measured by the command in its row on the 2-core CPU machine; `experiments/results/`",
         "holds the full JSON (per-keypoint and per-source figures included). Validation is the fixed, person-grouped",

@@ -32,10 +32,11 @@ def random_flip(batch: dict, key: jax.Array, flip_permutation: tuple[int, ...]) 
     }
 
 
-def _warp_one(image: jax.Array, inverse: jax.Array) -> jax.Array:
-    """Bilinear resampling of one (H, W, C) image: output pixel p reads input pixel inverse @ [p, 1]."""
+def _warp_one(image: jax.Array, inverse: jax.Array, size: int) -> jax.Array:
+    """Bilinear resampling of one (H, W, C) image into a ``size`` square: output pixel p reads input pixel
+    inverse @ [p, 1]."""
     h, w, c = image.shape
-    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    ys, xs = jnp.meshgrid(jnp.arange(size, dtype=jnp.float32), jnp.arange(size, dtype=jnp.float32), indexing="ij")
     src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
     src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
     coords = [jnp.clip(src_y, 0, h - 1), jnp.clip(src_x, 0, w - 1)]  # replicate the border
@@ -43,13 +44,15 @@ def _warp_one(image: jax.Array, inverse: jax.Array) -> jax.Array:
     return jnp.stack(channels, axis=-1)
 
 
-def random_affine(batch: dict, key: jax.Array, *, rotation: float, scale: float, shift: float) -> dict:
-    """Rotate (degrees), scale (log-uniform, +-fraction) and shift (pixels) each face about the frame centre.
+def random_affine(batch: dict, key: jax.Array, *, rotation: float, scale: float, shift: float, size: int) -> dict:
+    """Rotate (degrees), scale (log-uniform, +-fraction) and shift (pixels) each face about the frame centre,
+    cropping the ``size`` frame out of images that may carry context around it (``TrainConfig.margin``).
 
-    Keypoints move with the image; this is the seed's "robustness to pose" step.
+    Keypoints move with the image: the crop a detector makes is off by such a similarity, and a model trained
+    on crops that never move learns to place the mean face, not to find the face in its crop.
     """
     images, targets = batch["images"].astype(jnp.float32), batch["targets"]
-    n, size = images.shape[0], images.shape[1]
+    n, margin = images.shape[0], (images.shape[1] - size) / 2
     k_angle, k_scale, k_shift = jax.random.split(key, 3)
     angle = jnp.deg2rad(jax.random.uniform(k_angle, (n,), minval=-rotation, maxval=rotation))
     zoom = jnp.exp(jax.random.uniform(k_scale, (n,), minval=-jnp.log1p(scale), maxval=jnp.log1p(scale)))
@@ -60,14 +63,14 @@ def random_affine(batch: dict, key: jax.Array, *, rotation: float, scale: float,
     translation = centre + offset - jnp.einsum("nij,j->ni", linear, jnp.full((2,), centre))
     inverse_linear = jnp.linalg.inv(linear)
     inverse = jnp.concatenate(
-        [inverse_linear, -jnp.einsum("nij,nj->ni", inverse_linear, translation)[..., None]], axis=-1
+        [inverse_linear, margin - jnp.einsum("nij,nj->ni", inverse_linear, translation)[..., None]], axis=-1
     )
     half = size / 2
     points = targets.reshape(n, -1, 2) * half + half
     moved = jnp.einsum("nij,nkj->nki", linear, points) + translation[:, None, :]
     return {
         **batch,
-        "images": jax.vmap(_warp_one)(images, inverse),
+        "images": jax.vmap(_warp_one, in_axes=(0, 0, None))(images, inverse, size),
         "targets": ((moved - half) / half).reshape(n, -1),
     }
 
@@ -94,11 +97,11 @@ def random_photometric(batch: dict, key: jax.Array) -> dict:
 def make_augmentation(config, layout):
     """The config's augmentations as one function of (batch, key), or None when there are none."""
     steps = []
+    if config.rotation or config.scale or config.shift or config.margin:  # first: it crops the frame
+        steps.append(lambda batch, key: random_affine(batch, key, rotation=config.rotation, scale=config.scale,
+                                                      shift=config.shift, size=config.size))
     if config.flip:
         steps.append(lambda batch, key: random_flip(batch, key, layout.flip_permutation))
-    if config.rotation or config.scale or config.shift:
-        steps.append(lambda batch, key: random_affine(batch, key, rotation=config.rotation, scale=config.scale,
-                                                      shift=config.shift))
     if config.photometric:
         steps.append(random_photometric)
     if not steps:

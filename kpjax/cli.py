@@ -62,6 +62,8 @@ def train(
     scale: Annotated[float, typer.Option(min=0.0, help="Augment: random zoom, +-fraction (log-uniform).")] = 0.0,
     shift: Annotated[float, typer.Option(min=0.0, help="Augment: random shift, +-pixels.")] = 0.0,
     photometric: Annotated[bool, typer.Option(help="Augment: random contrast, brightness and blur.")] = False,
+    margin: Annotated[int, typer.Option(min=0, help="Context pixels cropped past each face's frame, so rotation, "
+                                        "scale and shift show real image, not repeated edges.")] = 0,
     weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay (0: plain Adam).")] = 0.0,
     keypoints: KeypointsOption = "15",
     size: SizeOption = 96,
@@ -89,6 +91,7 @@ def train(
     config = TrainConfig(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr,
                          schedule=schedule, seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
                          flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
+                         margin=margin,
                          weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size, color=color,
                          strict=strict, markup=markup, devices=parse_devices(devices))
     if (coordinator, num_processes, process_id) != (None, None, None):
@@ -101,6 +104,12 @@ def train(
     typer.echo(f"{summary}; run saved to {run_dir}")
 
 
+DetectSizeOption = Annotated[int, typer.Option(min=64, help="Longer side (px) faces are searched at; "
+                                               "raise it to find smaller faces.")]
+PassesOption = Annotated[int, typer.Option(min=1, help="Predictions per face: each pass re-crops the face from "
+                                           "the previous pass's keypoints.")]
+
+
 @app.command()
 def evaluate(
     data: DataOption = None,
@@ -110,8 +119,24 @@ def evaluate(
         "--flip-tta", help="Average with the mirrored face's prediction (flip test-time augmentation).")] = False,
     strict: StrictOption = False,
     markup: MarkupOption = None,
+    detect: Annotated[bool, typer.Option(
+        "--detect", help="End to end on whole photos: kpjax predict's pipeline on each annotated photo, scored by "
+        "detection rate, NME (outer-eye normalised), failures (NME > 10%), AUC and ms per photo.")] = False,
+    persons: Annotated[str, typer.Option(help="--detect: all, or the val/train persons of kpjax's split "
+                                         "(seed --split-seed), to score only persons a model never trained on.")] = "all",
+    split_seed: Annotated[int, typer.Option(help="--detect: seed of the person split.")] = 0,
+    predictions: Annotated[Optional[Path], typer.Option(
+        help="--detect: score this predictions.json (another pipeline's) instead of running kpjax.")] = None,
+    ced: Annotated[Optional[Path], typer.Option(help="--detect: write the cumulative error curve here (PNG).")] = None,
+    passes: PassesOption = 3,
+    detect_size: DetectSizeOption = 320,
 ):
-    """Accuracy of a trained model: the seed's MSE/MAE, RMSE in pixels, NME and per-keypoint RMSE."""
+    """Accuracy of a trained model: on face crops (MSE/MAE, RMSE px, NME, per keypoint) or, with --detect, end
+    to end on the photos of any annotated source."""
+    if detect:
+        _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed, predictions, ced, passes,
+                         detect_size)
+        return
     from kpjax.evaluate import evaluate_model
     from kpjax.keypoints import LAYOUTS
     from kpjax.sources import LoadOptions, load_data
@@ -129,6 +154,49 @@ def evaluate(
         typer.echo(f"  {name:<26} {'-' if value is None else f'{value:.3f}px'}")
 
 
+def _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed, predictions, ced, passes,
+                     detect_size) -> None:
+    from kpjax import photo_eval
+
+    if not data:
+        raise KpjaxError("--detect needs --data: a source of photos with their landmarks (e.g. a .pts folder)")
+    photos = [photo for spec in data
+              for photo in photo_eval.select_persons(photo_eval.read_annotated_photos(spec, markup), persons,
+                                                     seed=split_seed)]
+    if predictions is not None:
+        try:
+            records = json.loads(predictions.read_text())
+        except (OSError, ValueError) as error:
+            raise KpjaxError(f"--predictions {predictions}: unreadable ({error})") from None
+    else:
+        from kpjax.detect import FaceDetector
+        from kpjax.predict import Predictor
+
+        net, config = _load_model(model)
+        predictor = Predictor(net, config, FaceDetector(detect_size), batch_size=1, passes=passes, flip_tta=flip_tta)
+        records = photo_eval.run_pipeline(predictor, photos, progress=sys.stderr.isatty())
+    metrics = photo_eval.score(photos, records)
+    if ced is not None:
+        photo_eval.plot_ced({"kpjax" if predictions is None else predictions.stem: metrics["nmes"]}, ced)
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    rows = {"all": metrics, **metrics.get("by_source", {})}
+    for name, m in rows.items():
+        typer.echo(_photo_line(name, m))
+
+
+def _photo_line(name: str, m: dict) -> str:
+    line = (f"{name}: {m['photos']} photos, found {m['found']}/{m['faces']} faces ({m['detection_rate']:.1%}), "
+            f"{m['false_faces_per_photo']:.3f} false faces/photo")
+    if m["nme_mean"] is not None:
+        line += (f"; NME {m['nme_mean']:.2%} mean, {m['nme_median']:.2%} median, failures {m['failure_rate']:.1%}, "
+                 f"AUC@10% {m['auc10']:.3f}, {m['kaggle_px']:.2f} Kaggle px")
+    if m["ms_per_photo_median"] is not None:
+        line += f"; {m['ms_per_photo_median']:.1f} ms/photo"
+    return line
+
+
 @app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Photos, folders of photos, or videos.")],
@@ -136,8 +204,10 @@ def predict(
     out: Annotated[Path, typer.Option(help="Folder for the overlays and predictions.json/csv.")] = Path("predictions"),
     fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     no_detect: Annotated[bool, typer.Option("--no-detect", help="Take every image whole as one face crop.")] = False,
-    detect_size: Annotated[int, typer.Option(min=64, help="Longer side (px) faces are searched at; "
-                                             "raise it to find smaller faces.")] = 320,
+    detect_size: DetectSizeOption = 320,
+    passes: PassesOption = 3,
+    flip_tta: Annotated[bool, typer.Option(
+        "--flip-tta", help="Average with the mirrored face's prediction (flip test-time augmentation).")] = False,
     smooth: Annotated[Optional[float], typer.Option(help="Video: exponential smoothing weight of the newest "
                                                     "frame, in (0, 1].")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Faces per network call.")] = 32,
@@ -150,7 +220,8 @@ def predict(
     from kpjax.predict import Predictor, predict_paths
 
     net, config = _load_model(model)
-    predictor = Predictor(net, config, None if no_detect else FaceDetector(detect_size), batch_size=batch)
+    predictor = Predictor(net, config, None if no_detect else FaceDetector(detect_size), batch_size=batch,
+                          passes=passes, flip_tta=flip_tta)
     summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, progress=sys.stderr.isatty(), echo=typer.echo)
     typer.echo(f"{summary['images']} images, {summary['videos']} videos, {summary['faces']} faces "
                f"({summary['no_face']} images without a face, {summary['unreadable']} unreadable); "

@@ -24,6 +24,7 @@ class TrainConfig:
     scale: float = 0.0  # log-uniform zoom in [1/(1+scale), 1+scale]
     shift: float = 0.0  # pixels, uniform in +-shift per axis
     photometric: bool = False  # random contrast, brightness and blur
+    margin: int = 0  # context pixels a side around each training crop, so rotation, scale and shift sample real image
     val_fraction: float = 0.2
     split: str = "group"  # "group": all faces of a person on one side; "row": faces split independently
     complete_only: bool = False

@@ -62,6 +62,20 @@ class Dataset:
             self.images[index], self.keypoints[index], self.layout, self.groups[index], self.sources[index]
         )
 
+    def pad(self, margin: int) -> Dataset:
+        """Context for crop jitter where a source has none past its crops: ``margin`` edge pixels a side."""
+        if not margin:
+            return self
+        images = np.pad(self.images, ((0, 0), (margin, margin), (margin, margin), (0, 0)), mode="edge")
+        return dataclasses.replace(self, images=images, keypoints=self.keypoints + margin)
+
+    def crop(self, margin: int) -> Dataset:
+        """The frame inside crops converted with a ``margin`` of context: what the model sees, unjittered."""
+        if not margin:
+            return self
+        images = self.images[:, margin:-margin, margin:-margin]
+        return dataclasses.replace(self, images=np.ascontiguousarray(images), keypoints=self.keypoints - margin)
+
     def complete_only(self) -> Dataset:
         return self.subset(np.flatnonzero(self.mask.all(axis=1)))
 

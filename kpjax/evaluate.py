@@ -14,28 +14,32 @@ from kpjax.train_step import predict_step
 PREDICT_BATCH = 256
 
 
-def predict_normalised(graphdef, params, rest, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all."""
+def predict_normalised(graphdef, params, rest, images: np.ndarray, batch_size: int = PREDICT_BATCH,
+                       flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
+    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all.
+
+    With ``flip_permutation``, each is averaged with the mirrored face's prediction mapped back (flip
+    test-time augmentation).
+    """
     outputs = []
     batch_size = min(batch_size, len(images)) or 1
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
         outputs.append(np.asarray(predict_step(graphdef, params, rest, padded))[: len(chunk)])
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
-
-
-def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                  flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
-    """Predictions in the seed's units; with ``flip_permutation``, averaged with those of the mirrored
-    image mapped back (flip test-time augmentation)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    predictions = predict_normalised(graphdef, params, rest, images, batch_size)
-    if flip_permutation is None:
+    predictions = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    if flip_permutation is None or not len(images):
         return predictions
     mirrored = predict_normalised(graphdef, params, rest, np.ascontiguousarray(images[:, :, ::-1]), batch_size)
     unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation, images.shape[2])
     return (predictions + np.asarray(unflipped)) / 2
+
+
+def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
+                  flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
+    """Predictions in the seed's units (see ``predict_normalised``)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return predict_normalised(graphdef, params, rest, images, batch_size, flip_permutation)
 
 
 def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:

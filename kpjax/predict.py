@@ -26,6 +26,7 @@ from kpjax.errors import KpjaxError
 from kpjax.evaluate import predict_normalised
 from kpjax.image import apply_affine, invert_affine, read_image, resize_matrix, warp
 from kpjax.keypoints import LAYOUTS, denormalise
+from kpjax.sources.convert import kaggle_points, mean_face
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -38,17 +39,49 @@ class Face:
     points: np.ndarray  # (K, 2) in image pixels
 
 
+# Refinement stops once a face's crop moves less than this (frame pixels): the network's own noise.
+CONVERGED_PX = 0.5
+DEFAULT_PASSES = 3
+
+
+def similarity_crop(points: np.ndarray, layout_name: str, size: int) -> np.ndarray:
+    """The image -> frame affine (scale, rotation, translation) that best maps a face's predicted points onto
+    the mean face: the crop training faces get, with the head's roll taken out so the face arrives upright."""
+    kaggle = points if layout_name == "kaggle" else kaggle_points(points, "ibug")
+    source = kaggle[:, 0] + 1j * kaggle[:, 1]
+    target = mean_face(size) @ np.array([1, 1j])
+    source_centred, target_centred = source - source.mean(), target - target.mean()
+    s = np.vdot(source_centred, target_centred) / np.vdot(source_centred, source_centred)
+    t = target.mean() - s * source.mean()
+    return np.array([[s.real, -s.imag, t.real], [s.imag, s.real, t.imag]])
+
+
+def crop_change(old: np.ndarray, new: np.ndarray, size: int) -> float:
+    """How far (frame pixels) the corners of the ``old`` crop land from where the ``new`` crop puts them."""
+    corners = np.array([[0.0, 0.0], [size - 1, 0.0], [0.0, size - 1], [size - 1, size - 1]])
+    return float(np.abs(apply_affine(new, apply_affine(invert_affine(old), corners)) - corners).max())
+
+
 class Predictor:
-    """A model and a face detector: whole images in, every face's box and keypoints out."""
+    """A model and a face detector: whole images in, every face's box and keypoints out.
+
+    Each detected face is predicted, re-cropped from its own keypoints (``similarity_crop``) and predicted
+    again, up to ``passes`` times or until its crop moves less than ``CONVERGED_PX``: the detector's box
+    places the first crop only roughly, the keypoints place the next one the way training crops are placed.
+    """
 
     def __init__(self, model: nnx.Module, config: TrainConfig, detector: FaceDetector | None = None,
-                 batch_size: int = 32):
-        """``detector=None`` takes every image as one face crop (``--no-detect``)."""
+                 batch_size: int = 32, passes: int = DEFAULT_PASSES, flip_tta: bool = False):
+        """``detector=None`` takes every image as one face crop (``--no-detect``), which is never re-cropped."""
+        if passes < 1:
+            raise KpjaxError(f"--passes {passes}: expected at least 1")
         self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
         self.config = config
         self.layout = LAYOUTS[config.keypoints]
         self.detector = detector
         self.batch_size = batch_size
+        self.passes = passes
+        self.flip_permutation = self.layout.flip_permutation if flip_tta else None
 
     def locate(self, image: np.ndarray) -> list[tuple[Detection, np.ndarray]]:
         """Each face's detection and its image -> frame affine."""
@@ -66,17 +99,36 @@ class Predictor:
         batch = min(self.batch_size, 1 << (n - 1).bit_length())
         if n < batch:
             frames = np.concatenate([frames, np.zeros((batch - n, *frames.shape[1:]), frames.dtype)])
-        normalised = predict_normalised(self.graphdef, self.params, self.rest, frames, batch)[:n]
+        normalised = predict_normalised(self.graphdef, self.params, self.rest, frames, batch,
+                                        self.flip_permutation)[:n]
         return denormalise(normalised, self.config.size).reshape(n, -1, 2)
 
     def __call__(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Every face of every image, the crops of all images predicted together."""
+        """Every face of every image, the crops of all images predicted together, pass by pass."""
+        size, color = self.config.size, self.config.color
         located = [self.locate(image) for image in images]
-        frames = [warp(image, m, self.config.size, self.config.color) for image, faces in zip(images, located)
-                  for _, m in faces]
-        points = iter(self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,))))
-        return [[Face(d.box, d.score, apply_affine(invert_affine(m), next(points))) for d, m in faces]
-                for faces in located]
+        faces = [(i, d, m) for i, found in enumerate(located) for d, m in found]
+        matrices = [m for _, _, m in faces]
+        points: list[np.ndarray] = [np.zeros((0, 2))] * len(faces)
+        active = list(range(len(faces)))
+        for step in range(self.passes):
+            frames = [warp(images[faces[k][0]], matrices[k], size, color) for k in active]
+            predicted = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
+            still_moving = []
+            for k, frame_points in zip(active, predicted):
+                points[k] = apply_affine(invert_affine(matrices[k]), frame_points)
+                if step + 1 < self.passes and faces[k][1].score is not None:  # a whole-image crop stays as given
+                    recrop = similarity_crop(points[k], self.layout.name, size)
+                    if crop_change(matrices[k], recrop, size) >= CONVERGED_PX:
+                        matrices[k] = recrop
+                        still_moving.append(k)
+            active = still_moving
+            if not active:
+                break
+        result: list[list[Face]] = [[] for _ in images]
+        for (i, d, _), face_points in zip(faces, points):
+            result[i].append(Face(d.box, d.score, face_points))
+        return result
 
 
 def draw_keypoints(image: np.ndarray, points: np.ndarray) -> np.ndarray:

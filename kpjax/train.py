@@ -58,7 +58,7 @@ class _StopRequest:
 
 def load_training_data(config: TrainConfig) -> Dataset:
     options = LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
-                          strict=config.strict, seed=config.seed, markup=config.markup)
+                          strict=config.strict, seed=config.seed, markup=config.markup, margin=config.margin)
     dataset = load_data(config.data, options)
     if config.complete_only:
         dataset = dataset.complete_only()
@@ -130,12 +130,12 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     if parallel.is_primary:
         save_split(run_dir / "split.json", dataset, train_index, val_index, seed=split_seed(config),
                    val_fraction=config.val_fraction)
-    train_set, val_set = dataset.subset(train_index), dataset.subset(val_index)
+    train_set, val_set = dataset.subset(train_index), dataset.subset(val_index).crop(config.margin)
     log(f"data: {len(dataset)} faces, {len(train_set)} train / {len(val_set)} validation "
         f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
 
     layout = dataset.layout
-    model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=dataset.size,
+    model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
                          channels=dataset.channels, seed=config.seed)
     train_share = parallel.process_share(train_set)  # all of it, with one process
     process_batch = parallel.process_batch_size(config.batch_size)
@@ -161,8 +161,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         history = []
 
     train_step = make_train_step(tx, make_augmentation(config, layout))
+    framed = train_share.crop(config.margin)  # targets in the model's frame; images keep their context
     device_data = parallel.put_data({
-        "images": train_share.images, "targets": train_share.targets(), "mask": train_share.mask,
+        "images": train_share.images, "targets": framed.targets(), "mask": framed.mask,
     })
     root_key = jax.random.key(config.seed)
 

@@ -455,3 +455,58 @@ def test_labels_that_do_not_sit_on_a_face_inside_the_image_are_skipped(tmp_path,
     write_mtfl(folder, [("net_7876/a.jpg", mtfl_points()), ("net_7876/_40_1_0.jpg", top)])
     assert len(load_one(str(folder), LoadOptions())) == 1
     assert "1 crop outside image" in capsys.readouterr().err
+
+
+AFLW_FROM_KAGGLE = {  # AFLW point number (1-based, as in labels.csv) -> the Kaggle keypoint it gives
+    11: "left_eye_center", 8: "right_eye_center", 10: "left_eye_inner_corner", 12: "left_eye_outer_corner",
+    9: "right_eye_inner_corner", 7: "right_eye_outer_corner", 4: "left_eyebrow_inner_end",
+    6: "left_eyebrow_outer_end", 3: "right_eyebrow_inner_end", 1: "right_eyebrow_outer_end", 15: "nose_tip",
+    20: "mouth_left_corner", 18: "mouth_right_corner",
+}
+
+
+def aflw_points(hidden: tuple[int, ...] = ()) -> list[str]:
+    """The 42 cells of a labels.csv row: the mean face in a 120-px crop (offset 12), the ``hidden`` points empty."""
+    points = {n: MEAN[name] + 12 for n, name in AFLW_FROM_KAGGLE.items()}
+    points.update({2: (points[1] + points[3]) / 2, 5: (points[4] + points[6]) / 2, 13: np.array([5.0, 60.0]),
+                   14: points[15] + (-8, -2), 16: points[15] + (8, -2), 17: np.array([114.0, 60.0]),
+                   19: (points[18] + points[20]) / 2, 21: np.array([60.0, 110.0])})
+    return [cell for n in range(1, 22) for cell in (("", "") if n in hidden else (f"{points[n][0]:.2f}", f"{points[n][1]:.2f}"))]
+
+
+def test_aflw_labels_map_to_kaggle_keypoints_with_hidden_points_masked(tmp_path, capsys):
+    from kpjax.sources import aflw
+
+    folder = tmp_path / "aflw-21"
+    (folder / "images").mkdir(parents=True)
+    rows = [("a", aflw_points()), ("b", aflw_points(hidden=(1, 7, 13, 14, 18))),  # turned: its far side hidden
+            ("c", aflw_points(hidden=tuple(range(1, 21)))),  # only the chin: too few points
+            ("d", aflw_points()[:-3])]  # a short row
+    lines = [",".join(aflw.HEADER)]
+    for name, cells in rows:
+        Image.fromarray(np.full((120, 120, 3), 100, np.uint8)).save(folder / "images" / f"{name}.jpg")
+        lines.append(",".join([f"images/{name}.jpg", "10.0", *cells]))
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    assert detect_format(folder) == detect_format(folder / "labels.csv") == "aflw"
+    dataset = load_one(str(folder), LoadOptions())
+    assert dataset.groups.tolist() == ["aflw-21:a", "aflw-21:b"]
+    assert "skipped 2 of 4: 1 too few points, 1 malformed points" in capsys.readouterr().err
+    lips = [KAGGLE_NAMES.index("mouth_center_top_lip"), KAGGLE_NAMES.index("mouth_center_bottom_lip")]
+    np.testing.assert_allclose(np.delete(dataset.keypoints[0], lips, axis=0), np.delete(KAGGLE_MEAN_FACE, lips, axis=0),
+                               atol=0.05)  # the left eye (the subject's) on the image's right, as in Kaggle
+    assert np.isnan(dataset.keypoints[0, lips]).all()
+    hidden = [KAGGLE_NAMES.index(AFLW_FROM_KAGGLE[n]) for n in (1, 7, 18)] + lips
+    assert np.isnan(dataset.keypoints[1, hidden]).all() and dataset.mask[1].sum() == 2 * (15 - len(hidden))
+
+
+def test_margin_adds_context_around_the_same_frame(tmp_path):
+    folder = pts_folder(tmp_path / "helen", {"face_1": place(ibug_face())})
+    plain = load_one(str(folder), LoadOptions())
+    context = load_one(str(folder), LoadOptions(margin=20))
+    assert context.images.shape == (1, 136, 136, 1)
+    np.testing.assert_allclose(context.keypoints - 20, plain.keypoints, atol=1e-4)
+    cropped = context.crop(20)
+    np.testing.assert_array_equal(cropped.images, plain.images)  # the same frame, cut out of the wider crop
+    synthetic = load_one("synthetic:4", LoadOptions(margin=8))  # no context exists: edges repeated
+    assert synthetic.images.shape == (4, 112, 112, 1)
+    np.testing.assert_array_equal(synthetic.crop(8).images, load_one("synthetic:4", LoadOptions()).images)

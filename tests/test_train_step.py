@@ -139,7 +139,7 @@ def test_random_affine_moves_keypoints_with_the_image():
     points[0] = (60.0, 30.0)
     targets, mask = _targets(points)
     batch = {"images": jnp.asarray(image), "targets": jnp.tile(targets, (8, 1)), "mask": jnp.tile(mask, (8, 1))}
-    out = random_affine(batch, jax.random.key(0), rotation=20.0, scale=0.2, shift=6.0)
+    out = random_affine(batch, jax.random.key(0), rotation=20.0, scale=0.2, shift=6.0, size=96)
     for i in range(8):
         warped = np.asarray(out["images"][i, ..., 0])
         ys, xs = np.nonzero(warped > 0)
@@ -147,6 +147,38 @@ def test_random_affine_moves_keypoints_with_the_image():
         predicted = np.asarray(out["targets"][i]).reshape(15, 2)[0] * 48 + 48
         np.testing.assert_allclose(predicted, centre, atol=0.35)
     assert not np.allclose(out["targets"][0], out["targets"][1])  # per-sample parameters
+
+
+def test_random_affine_crops_the_frame_out_of_its_context():
+    """With a margin and no jitter the frame is cut out exactly; with jitter the dot still lands on its label."""
+    from kpjax.dataset import Dataset
+    from kpjax.keypoints import KAGGLE
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 96 + 2 * 16, 96 + 2 * 16, 1), dtype=np.uint8)
+    keypoints = rng.uniform(30, 90, (4, 15, 2)).astype(np.float32)
+    context = Dataset(images, keypoints, KAGGLE, np.arange(4).astype(str), np.full(4, "x"))
+    framed = context.crop(16)
+    batch = {"images": jnp.asarray(context.images), "targets": jnp.asarray(framed.targets()),
+             "mask": jnp.asarray(framed.mask)}
+    out = random_affine(batch, jax.random.key(0), rotation=0.0, scale=0.0, shift=0.0, size=96)
+    np.testing.assert_allclose(np.asarray(out["images"]), framed.images.astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(out["targets"]), framed.targets(), atol=1e-6)
+    assert context.crop(16).pad(16).keypoints.tolist() == context.keypoints.tolist()
+
+    dot = np.zeros((8, 128, 128, 1), np.float32)
+    dot[:, 30 + 16, 60 + 16, 0] = 255.0  # frame pixel (60, 30)
+    points = np.tile(np.array([[48.0, 48.0]], np.float32), (15, 1))
+    points[0] = (60.0, 30.0)
+    targets, mask = _targets(points)
+    batch = {"images": jnp.asarray(dot), "targets": jnp.tile(targets, (8, 1)), "mask": jnp.tile(mask, (8, 1))}
+    out = random_affine(batch, jax.random.key(1), rotation=15.0, scale=0.15, shift=6.0, size=96)
+    assert out["images"].shape == (8, 96, 96, 1)
+    for i in range(8):
+        warped = np.asarray(out["images"][i, ..., 0])
+        ys, xs = np.nonzero(warped > 0)
+        centre = np.average(np.stack([xs, ys], 1), axis=0, weights=warped[ys, xs])
+        np.testing.assert_allclose(np.asarray(out["targets"][i]).reshape(15, 2)[0] * 48 + 48, centre, atol=0.35)
 
 
 def test_photometric_keeps_range_and_targets():

@@ -28,6 +28,7 @@ class LoadOptions:
     strict: bool = False  # any skipped face is an error naming it
     seed: int = 0
     markup: str | None = None  # 68-point markup, "ibug" or "fgnet"; None detects it from the points
+    margin: int = 0  # context pixels past the frame on every side, for crop jitter in training
 
 
 def default_data_specs() -> list[str]:
@@ -40,12 +41,13 @@ def default_data_specs() -> list[str]:
 
 FORMAT_HELP = (
     "expected Kaggle training.csv, faces.npz from kpjax data convert, a folder of images with .pts files, "
-    "NAME_frames_keypoints.csv beside NAME/, or an MTFL list (PATH x1..x5 y1..y5), or a folder holding one of these"
+    "NAME_frames_keypoints.csv beside NAME/, an MTFL list (PATH x1..x5 y1..y5), AFLW's labels.csv "
+    "(file,yaw,x1,y1..x21,y21), or a folder holding one of these"
 )
 
 
 def detect_format(path: Path) -> str:
-    from kpjax.sources import kaggle, landmarks68, mtfl
+    from kpjax.sources import aflw, kaggle, landmarks68, mtfl
 
     if not path.exists():
         raise KpjaxError(f"{path}: no such file or folder")
@@ -57,30 +59,45 @@ def detect_format(path: Path) -> str:
         return "frames_csv"
     if mtfl.lists(path):
         return "mtfl"
+    if aflw.labels_file(path):
+        return "aflw"
     if landmarks68.is_pts_folder(path):
         return "pts"
     raise KpjaxError(f"{path}: unknown data format ({FORMAT_HELP})")
 
 
-def _load_landmarks(path: Path, fmt: str, options: LoadOptions) -> Dataset:
-    """A face-landmark source converted to the options' frame (cached), its skipped rows reported."""
-    from kpjax.sources import cache, convert, landmarks68, mtfl
+def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, str | None, list]:
+    """A face-landmark source's name, its markup (None: to detect) and its rows, each face's points as read."""
+    from kpjax.sources import aflw, convert, landmarks68, mtfl
 
+    fmt = detect_format(path)
+    if fmt not in ("frames_csv", "mtfl", "pts", "aflw"):
+        raise KpjaxError(f"{path}: holds face crops, not photos with their landmarks ({FORMAT_HELP})")
     if options.markup not in (None, *convert.MARKUPS_68):
         raise KpjaxError(f"unknown markup {options.markup!r}: expected one of {', '.join(convert.MARKUPS_68)}")
     source = (path if path.is_dir() else path.parent).name
-    markup = "mtfl" if fmt == "mtfl" else options.markup
+    markup = fmt if fmt in ("mtfl", "aflw") else options.markup
     files, read = {
         "frames_csv": (landmarks68.frames_csvs, landmarks68.read_frames_csv),
         "mtfl": (mtfl.lists, mtfl.read_list),
         "pts": (lambda folder: [folder], landmarks68.read_pts_folder),
+        "aflw": (lambda found: [aflw.labels_file(found)], aflw.read_labels),
     }[fmt]
+    return source, markup, [row for file in files(path) for row in read(file)]
+
+
+def _load_landmarks(path: Path, fmt: str, options: LoadOptions) -> Dataset:
+    """A face-landmark source converted to the options' frame (cached), its skipped rows reported."""
+    from kpjax.sources import cache, convert
+
+    source, markup, rows = read_rows(path, options)
 
     def convert_source():
-        rows = [row for file in files(path) for row in read(file)]
-        return convert.convert_rows(rows, source, markup, options.layout, options.size, options.color)
+        return convert.convert_rows(rows, source, markup, options.layout, options.size, options.color,
+                                    options.margin)
 
-    settings = dict(format=fmt, layout=options.layout.name, size=options.size, color=options.color, markup=markup)
+    settings = dict(format=fmt, layout=options.layout.name, size=options.size, color=options.color, markup=markup,
+                    margin=options.margin)
     dataset, skips = cache.cached(path, settings, convert_source)
     convert.report_skips(source, skips, len(dataset) + len(skips), options.strict)
     return dataset
@@ -93,13 +110,13 @@ def load_one(spec: str, options: LoadOptions) -> Dataset:
         count = spec.partition(":")[2] or str(DEFAULT_SYNTHETIC_FACES)
         if not count.isdigit() or int(count) < 1:
             raise KpjaxError(f"--data {spec}: expected synthetic or synthetic:N with N a positive integer")
-        return synthetic.make_faces(int(count), seed=options.seed, options=options)
+        return synthetic.make_faces(int(count), seed=options.seed, options=options).pad(options.margin)
     path = Path(spec)
     fmt = detect_format(path)
     if fmt == "kaggle":
-        return kaggle.read_training(kaggle.training_csv(path), options)
+        return kaggle.read_training(kaggle.training_csv(path), options).pad(options.margin)
     if fmt == "faces_npz":
-        return _load_faces_npz(path, options)
+        return _load_faces_npz(path, options).pad(options.margin)
     return _load_landmarks(path, fmt, options)
 
 

@@ -41,6 +41,14 @@ _KAGGLE_FROM = {
         "nose_tip": [67], "mouth_left_corner": [54], "mouth_right_corner": [48],
         "mouth_center_top_lip": [51], "mouth_center_bottom_lip": [57],
     },
+    "aflw": {  # AFLW 21 (0-based): 6-8 the eye on the image's left (7 pupil), 9-11 the other; no lip centres.
+        "left_eye_center": [10], "right_eye_center": [7],
+        "left_eye_inner_corner": [9], "left_eye_outer_corner": [11],
+        "right_eye_inner_corner": [8], "right_eye_outer_corner": [6],
+        "left_eyebrow_inner_end": [3], "left_eyebrow_outer_end": [5],
+        "right_eyebrow_inner_end": [2], "right_eyebrow_outer_end": [0],
+        "nose_tip": [14], "mouth_left_corner": [19], "mouth_right_corner": [17],
+    },
     "mtfl": {  # MTFL: eye on the image's left, the other eye, nose, mouth corner on the image's left, the other.
         "left_eye_center": [1], "right_eye_center": [0], "nose_tip": [2],
         "mouth_left_corner": [4], "mouth_right_corner": [3],
@@ -148,7 +156,7 @@ def report_skips(source: str, skips: list[Skip], total: int, strict: bool) -> No
     print(f"{source}: {skip_summary(skips, total)}", file=sys.stderr)
 
 
-def _check_rows(rows: list[Row], markup: str | None) -> tuple[str, list[Row | Skip]]:
+def check_rows(rows: list[Row], markup: str | None) -> tuple[str, list[Row | Skip]]:
     """Reader problems, duplicate rows and, for 68 points, faces that do not fit the detected or given markup."""
     seen: set[Path] = set()
     checked: list[Row | Skip] = []
@@ -171,7 +179,10 @@ def _check_rows(rows: list[Row], markup: str | None) -> tuple[str, list[Row | Sk
     ]
 
 
-def _convert_face(row: Row, markup: str, layout: Layout, size: int, color: bool) -> tuple[np.ndarray, np.ndarray]:
+def _convert_face(row: Row, markup: str, layout: Layout, size: int, color: bool,
+                  margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """The face's crop and keypoints; with a ``margin``, the crop reaches that many pixels past the frame on
+    every side (its keypoints in the wider crop's pixels), the context that crop jitter samples from."""
     if not row.image.is_file():
         raise _Skipped("missing image", str(row.image))
     try:
@@ -195,15 +206,16 @@ def _convert_face(row: Row, markup: str, layout: Layout, size: int, color: bool)
     present = ~np.isnan(framed)
     if ((framed[present] < 0) | (framed[present] > size - 1)).any():
         raise _Skipped("keypoints outside the crop", "the face does not fit the mean face's frame")
-    crop = warp(to_channels(image, color), matrix, size, color)
-    output = framed if layout == KAGGLE else apply_affine(matrix, row.points)
+    context = matrix + np.array([[0.0, 0.0, margin], [0.0, 0.0, margin]])
+    crop = warp(to_channels(image, color), context, size + 2 * margin, color)
+    output = apply_affine(context, keypoints if layout == KAGGLE else row.points)
     return crop, output.astype(np.float32)
 
 
 def convert_rows(rows: list[Row], source: str, markup: str | None, layout: Layout, size: int,
-                 color: bool) -> tuple[Dataset, list[Skip]]:
+                 color: bool, margin: int = 0) -> tuple[Dataset, list[Skip]]:
     """Crop every readable face (in parallel: decoding and warping release the GIL) and list the skipped ones."""
-    markup, checked = _check_rows(rows, markup)
+    markup, checked = check_rows(rows, markup)
     if layout == IBUG68 and markup != "ibug":
         raise KpjaxError(
             f"{source}: its points use the {markup} markup, which cannot be mapped to all 68 iBUG points; "
@@ -216,7 +228,7 @@ def convert_rows(rows: list[Row], source: str, markup: str | None, layout: Layou
         if isinstance(item, Skip):
             return item
         try:
-            return _convert_face(item, markup, layout, size, color)
+            return _convert_face(item, markup, layout, size, color, margin)
         except _Skipped as skipped:
             return Skip(item.where, skipped.reason, skipped.detail)
 
@@ -228,7 +240,8 @@ def convert_rows(rows: list[Row], source: str, markup: str | None, layout: Layou
         raise KpjaxError(f"{source}: no usable faces ({skip_summary(skips, len(rows))}; first: {skips[0].where})"
                          if skips else f"{source}: no faces found")
     channels = 3 if color else 1
-    images = np.stack([results[i][0] for i in kept]).reshape(len(kept), size, size, channels)
+    side = size + 2 * margin
+    images = np.stack([results[i][0] for i in kept]).reshape(len(kept), side, side, channels)
     keypoints = np.stack([results[i][1] for i in kept])
     groups = np.array([f"{source}:{checked[i].group}" for i in kept])
     return Dataset(images, keypoints, layout, groups, np.full(len(kept), source)), skips

@@ -1,0 +1,99 @@
+"""The headline: kpjax end to end on whole photos of persons it never trained on, beside the peers.
+
+    python experiments/photos_end_to_end.py --model runs/photo --baseline runs/oracle-default \
+        --peer mediapipe=PEERS/mediapipe-{source}.json --peer dlib=PEERS/dlib-{source}.json
+
+Every photo of the validation persons of the shared in-the-wild photo sets (helen-68-train and
+fgnet-68; kpjax's person split, seed 0) goes through `kpjax predict`'s pipeline one photo at a time:
+the Haar detector, the crop, the network, and each refinement pass; the annotated faces are matched
+to the detections and scored by NME (RMSE of the 15 points over the outer-eye-corner distance),
+failures (NME > 10 %) and the CED's AUC to 10 % (kpjax/photo_eval.py). A peer's predictions.json
+(benchmarks/photo_peers.py writes them; `{source}` is replaced by helen or fgnet) is scored by the
+same code. Writes results/analysis/photos-end-to-end.json and figures/photos_ced.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from kpjax.runtime import ensure_hugepage_malloc
+
+ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
+
+from common import ROOT, write_analysis  # noqa: E402
+
+from kpjax import photo_eval  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
+from kpjax.detect import FaceDetector  # noqa: E402
+from kpjax.predict import Predictor  # noqa: E402
+
+PHOTO_SOURCES = {"helen": "helen-68-train", "fgnet": "fgnet-68"}
+# label: (which model, passes, flip TTA)
+PIPELINES = {
+    "baseline, 1 pass": ("baseline", 1, False),
+    "baseline, 3 passes": ("baseline", 3, False),
+    "model, 1 pass": ("model", 1, False),
+    "model, 2 passes": ("model", 2, False),
+    "model, 3 passes": ("model", 3, False),
+    "model, 3 passes + flip TTA": ("model", 3, True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
+    parser.add_argument("--baseline", type=Path, default=None, help="a model to compare with, e.g. the previous default")
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=PATTERN",
+                        help="a peer's predictions.json per source, {source} standing for helen or fgnet")
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--pipelines", nargs="+", choices=tuple(PIPELINES), default=list(PIPELINES))
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "photos_ced.png")
+    args = parser.parse_args()
+
+    photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)), "val")
+              for short, name in PHOTO_SOURCES.items()}
+    everything = [p for group in photos.values() for p in group]
+    models = {"model": args.model, "baseline": args.baseline}
+    rows = []
+    for label in args.pipelines:
+        which, passes, flip_tta = PIPELINES[label]
+        if which == "baseline" and args.baseline is None:
+            continue
+        net, config = load_model(models[which])
+        predictor = Predictor(net, config, FaceDetector(), batch_size=1, passes=passes, flip_tta=flip_tta)
+        metrics = photo_eval.score(everything, photo_eval.run_pipeline(predictor, everything))
+        name = f"{(models[which] or Path('shipped')).name}, {label.split(', ', 1)[1]}"
+        rows.append({"pipeline": name, "model": str(models[which] or "shipped"), "passes": passes,
+                     "flip_tta": flip_tta, "metrics": metrics})
+        print(f"{name}: {_line(metrics)}", flush=True)
+    for spec in args.peer:
+        peer, _, pattern = spec.partition("=")
+        records = [r for short in PHOTO_SOURCES for r in json.loads(Path(pattern.format(source=short)).read_text())]
+        metrics = photo_eval.score(everything, records)
+        rows.append({"pipeline": peer, "model": peer, "passes": None, "flip_tta": False, "metrics": metrics})
+        print(f"{peer}: {_line(metrics)}", flush=True)
+    record = {
+        "command": "python " + shlex.join(["experiments/photos_end_to_end.py", *sys.argv[1:]]),
+        "photos": {name: len(group) for name, group in photos.items()},
+        "faces": sum(len(p.faces) for p in everything),
+        "persons": "validation persons of kpjax's group split (seed 0, 20 %)",
+        "rows": rows,
+    }
+    write_analysis("photos-end-to-end", record, args.results)
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    photo_eval.plot_ced({row["pipeline"]: row["metrics"]["nmes"] for row in rows}, args.figure,
+                        title=f"{record['faces']} faces, validation persons of Helen and FG-NET")
+
+
+def _line(m: dict) -> str:
+    return (f"found {m['detection_rate']:.1%}, NME {m['nme_mean']:.2%} (median {m['nme_median']:.2%}), "
+            f"failures {m['failure_rate']:.1%}, AUC {m['auc10']:.3f}, {m['ms_per_photo_median']:.0f} ms/photo")
+
+
+if __name__ == "__main__":
+    main()
