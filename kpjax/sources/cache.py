@@ -21,7 +21,7 @@ from kpjax.dataset import Dataset
 from kpjax.keypoints import LAYOUTS
 from kpjax.sources.convert import Skip
 
-CONVERSION_VERSION = 2  # bump when a reader or the conversion changes its output
+CONVERSION_VERSION = 3  # bump when a reader or the conversion changes its output
 
 
 # What reading a damaged or foreign .npz raises.
