@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", choices=tuple(PIPELINES), default=list(PIPELINES))
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "photos_ced.png")
+    parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "photos-worst",
+                        help="where the worst faces of each kpjax pipeline are drawn (real faces: not committed)")
     args = parser.parse_args()
 
     photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)), "val")
@@ -66,7 +68,9 @@ def main() -> None:
             continue
         net, config = load_model(models[which])
         predictor = Predictor(net, config, FaceDetector(), batch_size=1, passes=passes, flip_tta=flip_tta)
-        metrics = photo_eval.score(everything, photo_eval.run_pipeline(predictor, everything))
+        records = photo_eval.run_pipeline(predictor, everything)
+        metrics = photo_eval.score(everything, records)
+        photo_eval.draw_worst(everything, records, args.worst / label.replace(" ", "").replace(",", "-"))
         name = f"{(models[which] or Path('shipped')).name}, {label.split(', ', 1)[1]}"
         rows.append({"pipeline": name, "model": str(models[which] or "shipped"), "passes": passes,
                      "flip_tta": flip_tta, "metrics": metrics})

@@ -218,6 +218,36 @@ def _summary(nmes: list, false_faces: list[int], ms: list) -> dict:
     }
 
 
+def draw_worst(photos: list[AnnotatedPhoto], records: list[dict], out_dir: Path, count: int = 12) -> list[Path]:
+    """The ``count`` found faces with the highest NME, each cut from its photo with the annotated points (green)
+    and the predicted ones (red): the pictures to look at before trusting the figures."""
+    import cv2
+
+    from kpjax.predict import draw_keypoints
+
+    by_image = {str(Path(r["image"])): r for r in records}
+    found = []
+    for photo in photos:
+        detections = by_image.get(str(photo.image), {}).get("faces", [])
+        truths = [face[KAGGLE.name] for face in photo.faces]
+        for truth, d in zip(truths, match_faces([det["box"] for det in detections], truths)):
+            if d is not None and _record_layout(detections) == KAGGLE.name:
+                predicted = np.array(list(detections[d]["keypoints"].values()), np.float64)
+                found.append((face_nme(predicted, truth, KAGGLE.name), photo, truth, predicted, detections[d]["box"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for rank, (nme, photo, truth, predicted, box) in enumerate(sorted(found, key=lambda f: -np.nan_to_num(f[0]))[:count]):
+        image = read_image(photo.image)
+        canvas = draw_keypoints(draw_keypoints(image, truth, colour=(40, 220, 40)), predicted)
+        x, y, w, h = (int(round(v)) for v in box)
+        pad = w // 2
+        crop = canvas[max(0, y - pad):y + h + pad, max(0, x - pad):x + w + pad]
+        path = out_dir / f"{rank:02d}_nme{nme * 100:.1f}_{photo.image.stem}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR))
+        written.append(path)
+    return written
+
+
 def plot_ced(curves: dict[str, list[float]], path: Path, title: str = "") -> None:
     """Cumulative error distributions (share of faces with NME <= x) to 10 %, one line per pipeline."""
     import matplotlib

@@ -131,13 +131,13 @@ class Predictor:
         return result
 
 
-def draw_keypoints(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+def draw_keypoints(image: np.ndarray, points: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
     """An RGB copy of ``image`` with the keypoints marked, sized to stay visible on large images."""
     canvas = np.ascontiguousarray(image.copy())
     radius = max(1, round(max(image.shape[:2]) / 120))
     for x, y in points:
         if np.isfinite(x) and np.isfinite(y):
-            cv2.circle(canvas, (round(float(x)), round(float(y))), radius, (255, 40, 40), -1, cv2.LINE_AA)
+            cv2.circle(canvas, (round(float(x)), round(float(y))), radius, colour, -1, cv2.LINE_AA)
     return canvas
 
 

@@ -186,3 +186,14 @@ def test_cli_photo_errors_are_one_line(tmp_path, args, message):
     result = CliRunner().invoke(app, ["evaluate", *args])  # kpjax's main() prints it as one error: line, exit 2
     assert isinstance(result.exception, KpjaxError)
     assert message in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_draw_worst_writes_the_worst_found_faces_first(tmp_path):
+    truths = write_photo_set(tmp_path / "photos", [(100, 100, 1.0), (160, 120, 1.0), (200, 100, 1.0)])
+    photos = photo_eval.read_annotated_photos(str(tmp_path / "photos"))
+    records = [record(photo.image, [(photo_eval.face_square(truth), truth + offset)])
+               for photo, truth, offset in zip(photos, truths, (1.0, 6.0, 3.0))]
+    written = photo_eval.draw_worst(photos, records, tmp_path / "worst", count=2)
+    assert [p.name.split("_")[0] for p in written] == ["00", "01"]
+    assert "photo1" in written[0].name and "photo2" in written[1].name  # 6 px off, then 3 px
+    assert np.asarray(Image.open(written[0])).shape[2] == 3
