@@ -27,7 +27,9 @@ def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -
     target = destination / "checkpoints" / "best" / step.name
     shutil.copytree(step / "model", target / "model")  # what load_model restores; no optimizer state
     shutil.copy(step / "_CHECKPOINT_METADATA", target)
-    shutil.copy(run_dir / "config.json", destination / "config.json")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["data"] = [Path(spec).name for spec in config["data"]]  # source names, not the trainer's paths
+    (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     provenance = {
         "command": result["command"],

@@ -351,7 +351,7 @@ def main() -> None:
     from kpjax.train import TrainingInterrupted
 
     try:
-        app()
+        app(prog_name="kpjax")  # not the re-executed "python -m kpjax"
     except KpjaxError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
