@@ -125,8 +125,9 @@ def evaluate(
     persons: Annotated[str, typer.Option(help="--detect: all, or the val/train persons of kpjax's split "
                                          "(seed --split-seed), to score only persons a model never trained on.")] = "all",
     split_seed: Annotated[int, typer.Option(help="--detect: seed of the person split.")] = 0,
-    predictions: Annotated[Optional[Path], typer.Option(
-        help="--detect: score this predictions.json (another pipeline's) instead of running kpjax.")] = None,
+    predictions: Annotated[Optional[list[Path]], typer.Option(
+        help="--detect: score these predictions.json files (another pipeline's; repeat for several) instead of "
+             "running kpjax.")] = None,
     ced: Annotated[Optional[Path], typer.Option(help="--detect: write the cumulative error curve here (PNG).")] = None,
     passes: PassesOption = 3,
     detect_size: DetectSizeOption = 320,
@@ -163,11 +164,13 @@ def _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed
     photos = [photo for spec in data
               for photo in photo_eval.select_persons(photo_eval.read_annotated_photos(spec, markup), persons,
                                                      seed=split_seed)]
-    if predictions is not None:
-        try:
-            records = json.loads(predictions.read_text())
-        except (OSError, ValueError) as error:
-            raise KpjaxError(f"--predictions {predictions}: unreadable ({error})") from None
+    if predictions:
+        records = []
+        for file in predictions:
+            try:
+                records += json.loads(file.read_text())
+            except (OSError, ValueError) as error:
+                raise KpjaxError(f"--predictions {file}: unreadable ({error})") from None
     else:
         from kpjax.detect import FaceDetector
         from kpjax.predict import Predictor
@@ -177,7 +180,7 @@ def _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed
         records = photo_eval.run_pipeline(predictor, photos, progress=sys.stderr.isatty())
     metrics = photo_eval.score(photos, records)
     if ced is not None:
-        photo_eval.plot_ced({"kpjax" if predictions is None else predictions.stem: metrics["nmes"]}, ced)
+        photo_eval.plot_ced({predictions[0].stem if predictions else "kpjax": metrics["nmes"]}, ced)
     if as_json:
         typer.echo(json.dumps(metrics))
         return

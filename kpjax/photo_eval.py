@@ -148,6 +148,11 @@ def auc(nmes: np.ndarray, limit: float = FAILURE_NME) -> float:
     return float(np.trapezoid(curve, grid) / limit)
 
 
+def _key(image) -> str:
+    """Photos are matched to predictions by path, however each pipeline spelled it."""
+    return str(Path(image).resolve())
+
+
 def _record_layout(record_faces: list[dict]) -> str:
     names = tuple(record_faces[0]["keypoints"]) if record_faces else KAGGLE.names
     for layout in LAYOUTS.values():
@@ -161,11 +166,11 @@ def score(photos: list[AnnotatedPhoto], records: list[dict]) -> dict:
     overall and per source, from predictions.json-shaped records (matched to the photos by image path)."""
     from kpjax.sources.convert import kaggle_points
 
-    by_image = {str(Path(r["image"])): r for r in records}
+    by_image = {_key(r["image"]): r for r in records}
     per_face = []  # (source, NME; None when the face was not found)
     false_faces, ms, missing = [], [], 0
     for photo in photos:
-        record = by_image.get(str(photo.image))
+        record = by_image.get(_key(photo.image))
         if record is None or "error" in record:
             missing += 1
             record = {"faces": []}
@@ -225,10 +230,10 @@ def draw_worst(photos: list[AnnotatedPhoto], records: list[dict], out_dir: Path,
 
     from kpjax.predict import draw_keypoints
 
-    by_image = {str(Path(r["image"])): r for r in records}
+    by_image = {_key(r["image"]): r for r in records}
     found = []
     for photo in photos:
-        detections = by_image.get(str(photo.image), {}).get("faces", [])
+        detections = by_image.get(_key(photo.image), {}).get("faces", [])
         truths = [face[KAGGLE.name] for face in photo.faces]
         for truth, d in zip(truths, match_faces([det["box"] for det in detections], truths)):
             if d is not None and _record_layout(detections) == KAGGLE.name:

@@ -155,23 +155,25 @@ def test_run_pipeline_predicts_each_photo_and_misses_what_the_detector_misses(tm
     assert (metrics["found"], metrics["faces"]) == (1, 2)
 
 
-def test_cli_scores_predictions_of_any_pipeline_and_draws_the_ced(tmp_path):
+def test_cli_scores_predictions_of_any_pipeline_and_draws_the_ced(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     truths = write_photo_set(tmp_path / "photos", [(100, 100, 1.0), (160, 120, 1.0)])
     images = sorted((tmp_path / "photos").glob("photo?.jpg"))
-    predictions = tmp_path / "peer.json"
-    predictions.write_text(json.dumps([record(images[0], [(photo_eval.face_square(truths[0]), truths[0] + 1.0)]),
-                                       record(images[1], [])]))
+    predictions, more = tmp_path / "peer.json", tmp_path / "peer-more.json"
+    predictions.write_text(json.dumps([record(images[0], [(photo_eval.face_square(truths[0]), truths[0] + 1.0)])]))
+    more.write_text(json.dumps([record(Path("photos", images[1].name), [])]))  # a relative path names it too
     ced = tmp_path / "ced.png"
     result = CliRunner().invoke(app, ["evaluate", "--detect", "--data", str(tmp_path / "photos"), "--predictions",
-                                      str(predictions), "--ced", str(ced), "--json"])
+                                      str(predictions), "--predictions", str(more), "--ced", str(ced), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert (metrics["faces"], metrics["found"]) == (2, 1)
     assert metrics["nme_mean"] == pytest.approx(np.sqrt(2) / 51.05, rel=1e-3)
+    assert metrics["photos_without_predictions"] == 0
     assert Image.open(ced).size[0] > 100
 
     text = CliRunner().invoke(app, ["evaluate", "--detect", "--data", str(tmp_path / "photos"), "--predictions",
-                                    str(predictions)])
+                                    str(predictions), "--predictions", str(more)])
     assert "found 1/2 faces (50.0%)" in text.output
 
 
