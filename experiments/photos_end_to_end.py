@@ -1,6 +1,7 @@
 """The headline: kpjax end to end on whole photos of persons it never trained on, beside the peers.
 
-    python experiments/photos_end_to_end.py --model runs/photo --baseline runs/oracle-default \
+    python experiments/photos_end_to_end.py --model runs/photo --compare runs/oracle-default \
+        --compare runs/sweep-heatmap-jitter \
         --peer mediapipe=PEERS/mediapipe-{source}.json --peer dlib=PEERS/dlib-{source}.json
 
 Every photo of the validation persons of the shared in-the-wild photo sets (helen-68-train and
@@ -32,21 +33,15 @@ from kpjax.detect import FaceDetector  # noqa: E402
 from kpjax.predict import Predictor  # noqa: E402
 
 PHOTO_SOURCES = {"helen": "helen-68-train", "fgnet": "fgnet-68"}
-# label: (which model, passes, flip TTA)
-PIPELINES = {
-    "baseline, 1 pass": ("baseline", 1, False),
-    "baseline, 3 passes": ("baseline", 3, False),
-    "model, 1 pass": ("model", 1, False),
-    "model, 2 passes": ("model", 2, False),
-    "model, 3 passes": ("model", 3, False),
-    "model, 3 passes + flip TTA": ("model", 3, True),
-}
+# The model's pipelines, each one change from the one before: (passes, flip TTA).
+PIPELINES = {"1 pass": (1, False), "2 passes": (2, False), "3 passes": (3, False), "3 passes + flip TTA": (3, True)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
-    parser.add_argument("--baseline", type=Path, default=None, help="a model to compare with, e.g. the previous default")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="other models to run at 1 and 3 passes, e.g. the previous default or an ablation")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=PATTERN",
                         help="a peer's predictions.json per source, {source} standing for helen or fgnet")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
@@ -60,19 +55,18 @@ def main() -> None:
     photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)), "val")
               for short, name in PHOTO_SOURCES.items()}
     everything = [p for group in photos.values() for p in group]
-    models = {"model": args.model, "baseline": args.baseline}
+    runs = [(model, label) for model in args.compare for label in ("1 pass", "3 passes")]
+    runs += [(args.model, label) for label in args.pipelines]
     rows = []
-    for label in args.pipelines:
-        which, passes, flip_tta = PIPELINES[label]
-        if which == "baseline" and args.baseline is None:
-            continue
-        net, config = load_model(models[which])
+    for model_dir, label in runs:
+        passes, flip_tta = PIPELINES[label]
+        net, config = load_model(model_dir)
         predictor = Predictor(net, config, FaceDetector(), batch_size=1, passes=passes, flip_tta=flip_tta)
         records = photo_eval.run_pipeline(predictor, everything)
         metrics = photo_eval.score(everything, records)
-        photo_eval.draw_worst(everything, records, args.worst / label.replace(" ", "").replace(",", "-"))
-        name = f"{(models[which] or Path('shipped')).name}, {label.split(', ', 1)[1]}"
-        rows.append({"pipeline": name, "model": str(models[which] or "shipped"), "passes": passes,
+        name = f"kpjax {(model_dir or Path('shipped')).name}, {label}"
+        photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))
+        rows.append({"pipeline": name, "model": str(model_dir or "shipped"), "passes": passes,
                      "flip_tta": flip_tta, "metrics": metrics})
         print(f"{name}: {_line(metrics)}", flush=True)
     for spec in args.peer:
