@@ -18,7 +18,7 @@ from common import SOURCES_68, data_specs, parse_args, run_recipe
 from kpjax.config import TrainConfig
 
 SOURCES_WILD = ("aflw-21",)
-PHOTO = TrainConfig(**{**BEST.__dict__, "epochs": 28, "margin": 24, "rotation": 15.0, "scale": 0.15, "shift": 6.0})
+PHOTO = TrainConfig(**{**BEST.__dict__, "epochs": 36, "margin": 24, "rotation": 15.0, "scale": 0.15, "shift": 6.0})
 
 
 def main() -> None:
