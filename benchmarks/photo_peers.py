@@ -46,6 +46,8 @@ def run_peer(peer: str, images: Path, out: Path) -> dict:
     """Run ``peer`` on the photos listed in ``images``, write ``out`` and return a summary of it."""
     if not images.is_file():
         raise KpjaxError(f"--images {images}: no such file")
+    if not images.read_text().split():
+        raise KpjaxError(f"--images {images}: no image paths in it")
     if not out.parent.is_dir():
         raise KpjaxError(f"--out {out}: no folder {out.parent}")
     python = peer_python(peer)

@@ -67,12 +67,17 @@ def test_missing_virtualenv_is_one_line_error(tmp_path):
                                    "run bash benchmarks/peers/setup_photo_peers.sh dlib")
 
 
-def test_missing_image_list_and_out_folder_are_errors(tmp_path):
-    done = drive("--peer", "mediapipe", "--images", str(tmp_path / "no.txt"), "--out", str(tmp_path / "out.json"))
-    assert done.returncode == 2 and done.stderr.strip() == f"error: --images {tmp_path / 'no.txt'}: no such file"
-    (tmp_path / "images.txt").write_text("photo.jpg\n")
-    done = drive("--peer", "mediapipe", "--images", str(tmp_path / "images.txt"), "--out", str(tmp_path / "a" / "o.json"))
-    assert done.returncode == 2 and done.stderr.strip() == f"error: --out {tmp_path / 'a' / 'o.json'}: no folder {tmp_path / 'a'}"
+@pytest.mark.parametrize("images, text, out, message", [
+    ("no.txt", None, "out.json", "--images {tmp}/no.txt: no such file"),
+    ("images.txt", "\n", "out.json", "--images {tmp}/images.txt: no image paths in it"),
+    ("images.txt", "photo.jpg\n", "a/out.json", "--out {tmp}/a/out.json: no folder {tmp}/a"),
+])
+def test_bad_image_list_or_out_folder_is_one_line_error(tmp_path, images, text, out, message):
+    if text is not None:
+        (tmp_path / images).write_text(text)
+    done = drive("--peer", "mediapipe", "--images", str(tmp_path / images), "--out", str(tmp_path / out))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: " + message.format(tmp=tmp_path)
 
 
 def test_peer_without_its_package_is_one_line_error(tmp_path):
