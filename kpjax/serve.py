@@ -86,14 +86,13 @@ class InferenceQueue:
                 continue
             try:
                 results = await run_in_threadpool(self.predictor, [image for image, _ in batch])
-            except Exception as error:  # a bug: these requests fail with a 500, the server goes on
-                results = [error] * len(batch)
+            except Exception as error:  # a bug: these requests get a 500, the server goes on
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             for (_, future), faces in zip(batch, results):
-                if future.done():
-                    continue
-                if isinstance(faces, Exception):
-                    future.set_exception(faces)
-                else:
+                if not future.done():
                     future.set_result(faces)
 
 
