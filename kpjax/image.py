@@ -35,9 +35,10 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None = None) -
     try:
         with Image.open(source) as image:
             if max_pixels is not None and image.width * image.height > max_pixels:
-                raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels, more than the {max_pixels:,} accepted")
+                raise ImageTooLarge(
+                    f"{name}: {image.width}x{image.height} pixels, more than the {max_pixels:,} accepted")
             image.load()
-            # Browsers and photo viewers show a phone photo turned as its EXIF orientation says; so must the keypoints.
+            # Browsers and photo viewers turn a phone photo as its EXIF orientation says; so must the keypoints.
             ImageOps.exif_transpose(image, in_place=True)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float64)

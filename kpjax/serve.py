@@ -6,7 +6,7 @@ FastAPI's pydantic models; and FastAPI's docs page loads Swagger UI from a
 CDN, which fails offline. So the OpenAPI spec is written out here, from the
 model's keypoint names, and ``/docs`` is a page of the package that renders it.
 
-The predictor is compiled before the server accepts a connection, for every
+The predictor is compiled before the server answers any request, for every
 number of faces up to ``batch`` (the predictor cuts larger counts into calls
 of at most ``batch`` faces). Uploads are read into memory up to a size limit
 (nothing touches the disk: Starlette's own form parser would spool a file part
@@ -46,7 +46,7 @@ except ImportError as missing:
     raise KpjaxError(f"kpjax serve needs {missing.name}: pip install 'kpjax[serve]'") from None
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_UPLOAD_MIB = 10
+MAX_UPLOAD_BYTES = 10 << 20
 MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes; a small PNG that inflates to gigabytes does not
 UPLOAD_NAME = "upload"  # the "image" of a raw-bytes upload, which has no file name
 # The pages load nothing but their own files: no CDN, no fonts, no analytics.
@@ -114,8 +114,9 @@ def multipart_file(body: bytes, content_type: str) -> tuple[str, bytes]:
     _, options = parse_options_header(content_type)
     files: list[File] = []
     try:
-        parser = FormParser("multipart/form-data", on_field=None, on_file=files.append, boundary=options.get(b"boundary"),
-                            config={"MAX_MEMORY_FILE_SIZE": float("inf")})  # the body's limit bounds the memory
+        # Never spooled to a temporary file: the body's size limit bounds the memory.
+        parser = FormParser("multipart/form-data", on_field=None, on_file=files.append,
+                            boundary=options.get(b"boundary"), config={"MAX_MEMORY_FILE_SIZE": float("inf")})
         parser.write(body)
         parser.finalize()
     except FormParserError as error:
@@ -134,60 +135,67 @@ def error_response(request: Request, error: Exception) -> JSONResponse:
 
 def openapi_spec(names: tuple[str, ...], max_bytes: int) -> dict:
     """The API's OpenAPI 3.1 description; the keypoints object lists the model's own keypoint names."""
-    error = {"description": "{\"error\": \"...\"}, one line", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Error"}}}}
-    binary = {"schema": {"type": "string", "format": "binary"}}
+
+    def json_body(schema: str, description: str) -> dict:
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+    binary = {"type": "string", "format": "binary"}
+    numbers = {"type": "array", "items": {"type": "number"}}
+    upload = {
+        "required": True,
+        "description": f"An image file (PNG, JPEG, ...) of at most {max_bytes:,} bytes and {MAX_PIXELS:,} pixels, "
+                       "as the body itself or as the file field of a form",
+        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                                       "properties": {"image": binary}}},
+                    "image/*": {"schema": binary}, "application/octet-stream": {"schema": binary}},
+    }
+    keypoints = {
+        "summary": "Every face's box, detector score and keypoints in one image",
+        "requestBody": upload,
+        "responses": {
+            "200": json_body("ImageResult", "The faces found (none is not an error)"),
+            "400": json_body("Error", "Empty body, not an image, or a malformed form"),
+            "413": json_body("Error", f"Body over {max_bytes:,} bytes or image over {MAX_PIXELS:,} pixels"),
+        },
+    }
+    schemas = {
+        "ImageResult": {"type": "object", "required": ["image", "width", "height", "overlay", "faces"], "properties": {
+            "image": {"type": "string", "description": f"the upload's file name, or {UPLOAD_NAME!r}"},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "overlay": {"type": "string", "description": "always empty: the server writes no file"},
+            "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"}}}},
+        "Face": {"type": "object", "required": ["box", "score", "keypoints"], "properties": {
+            "box": numbers | {"minItems": 4, "maxItems": 4, "description": "x, y, width, height in pixels"},
+            "score": {"type": ["number", "null"], "description": "the face detector's score"},
+            "keypoints": {"type": "object", "required": list(names),
+                          "properties": {name: {"$ref": "#/components/schemas/Point"} for name in names}}}},
+        "Point": numbers | {"minItems": 2, "maxItems": 2,
+                            "description": "x, y in the image's pixels (pixel centres at integers)"},
+        "Health": {"type": "object", "properties": {
+            "status": {"const": "ok"}, "model": {"type": "string"}, "keypoints": {"type": "integer"},
+            "batch": {"type": "integer"}, "max_upload_bytes": {"type": "integer"}}},
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}},
+                  "description": "one line"},
+    }
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "kpjax",
-            "version": __version__,
-            "description": "Facial keypoints of every face in a photo. The response is one element of the "
-                           "predictions.json that `kpjax predict` writes (its overlay is empty: the server writes "
-                           "no file).\n\ncurl -F image=@photo.jpg http://127.0.0.1:8000/v1/keypoints\n"
-                           "curl --data-binary @photo.jpg http://127.0.0.1:8000/v1/keypoints",
-        },
+        "info": {"title": "kpjax", "version": __version__, "description": (
+            "Facial keypoints of every face in a photo. The response is one element of the predictions.json that "
+            "`kpjax predict` writes.\n\n"
+            "curl -F image=@photo.jpg http://127.0.0.1:8000/v1/keypoints\n"
+            "curl --data-binary @photo.jpg http://127.0.0.1:8000/v1/keypoints")},
         "paths": {
-            "/v1/keypoints": {"post": {
-                "summary": "Every face's box, detector score and keypoints in one image",
-                "requestBody": {"required": True, "description": f"An image file (PNG, JPEG, ...) of at most "
-                                f"{max_bytes:,} bytes and {MAX_PIXELS:,} pixels, as the body itself or as the "
-                                "file field of a form", "content": {
-                    "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
-                                                       "properties": {"image": {"type": "string", "format": "binary"}}}},
-                    "image/*": binary, "application/octet-stream": binary}},
-                "responses": {
-                    "200": {"description": "The faces found (none is not an error)", "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ImageResult"}}}},
-                    "400": error | {"description": "Empty body, not an image, or a malformed form"},
-                    "413": error | {"description": f"Body over {max_bytes:,} bytes or image over {MAX_PIXELS:,} pixels"},
-                },
-            }},
-            "/healthz": {"get": {"summary": "The server is up and its model compiled", "responses": {"200": {
-                "description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
+            "/v1/keypoints": {"post": keypoints},
+            "/healthz": {"get": {"summary": "The server is up and its model compiled",
+                                 "responses": {"200": json_body("Health", "ok")}}},
         },
-        "components": {"schemas": {
-            "ImageResult": {"type": "object", "required": ["image", "width", "height", "overlay", "faces"], "properties": {
-                "image": {"type": "string", "description": f"the upload's file name, or {UPLOAD_NAME!r}"},
-                "width": {"type": "integer"}, "height": {"type": "integer"},
-                "overlay": {"type": "string", "description": "always empty here"},
-                "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"}}}},
-            "Face": {"type": "object", "required": ["box", "score", "keypoints"], "properties": {
-                "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
-                        "description": "x, y, width, height in pixels"},
-                "score": {"type": ["number", "null"], "description": "the face detector's score"},
-                "keypoints": {"type": "object", "required": list(names), "properties": {n: {"$ref": "#/components/schemas/Point"} for n in names}}}},
-            "Point": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
-                      "description": "x, y in the image's pixels (pixel centres at integers)"},
-            "Health": {"type": "object", "properties": {
-                "status": {"const": "ok"}, "model": {"type": "string"}, "keypoints": {"type": "integer"},
-                "batch": {"type": "integer"}, "max_upload_bytes": {"type": "integer"}}},
-            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        }},
+        "components": {"schemas": schemas},
     }
 
 
-def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = MAX_UPLOAD_MIB << 20) -> Starlette:
+def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Starlette:
     """The ASGI app; compiles the predictor first, so its first request is as fast as any other."""
     warm_up(predictor)
     names = predictor.layout.names
@@ -234,12 +242,14 @@ def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = MA
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A bound socket, so a busy port is a one-line error before the model is compiled."""
+    """A listening socket, opened before the model is compiled: a busy port is a one-line error at once, and
+    clients that connect while the server starts wait in the backlog instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)
     except OSError as error:
         sock.close()
         raise KpjaxError(f"--host {host} --port {port}: cannot listen there ({error.strerror})") from None
@@ -247,7 +257,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(predictor: Predictor, model_name: str, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_bytes: int = MAX_UPLOAD_MIB << 20, echo=print) -> None:
+          max_upload_bytes: int = MAX_UPLOAD_BYTES, echo=print) -> None:
     """Serve until Ctrl-C or SIGTERM."""
     sock = listen(host, port)
     started = time.perf_counter()

@@ -34,7 +34,8 @@ MAX_UPLOAD = 256 << 10
 ASTRONAUT_FACE = (170, 55, 110, 115)  # x, y, w, h: where the astronaut's keypoints must fall (as in test_predict)
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+                  "--disable-component-update", "--disable-sync",
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a drawn webcam, allowed
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
@@ -65,7 +66,8 @@ def predictor() -> GatedPredictor:
 
 @pytest.fixture(scope="module")
 def server(predictor):
-    """The app under uvicorn on a free loopback port, in a thread of this process (so its compilations can be counted)."""
+    """The app under uvicorn on a free loopback port, in a thread of this process (where its compilations can be
+    counted)."""
     app = serve.create_app(predictor, "default", max_upload_bytes=MAX_UPLOAD)
     sock = serve.listen("127.0.0.1", 0)
     runner = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -264,22 +266,18 @@ def kpjax_serve(*args: str) -> subprocess.Popen:
 def test_cli_serves_until_ctrl_c_and_refuses_a_busy_port(astronaut_jpeg):
     process = kpjax_serve("--port", "0", "--batch", "2")
     try:
-        line = process.stdout.readline()  # printed once the model is compiled and the port is bound
-        assert line.startswith("kpjax serve: model default, compiled for 1-2 faces per call"), (line, process.stderr.read())
+        line = process.stdout.readline()  # printed once the model is compiled and the port is listening
+        assert line.startswith("kpjax serve: model default, compiled for 1-2 faces per call"), process.stderr.read()
         port = int(line.rsplit(":", 1)[1].strip(" /\n"))
-        for _ in range(100):  # uvicorn accepts a moment after the line
-            try:
-                status, result = post_image(port, astronaut_jpeg)
-                break
-            except ConnectionRefusedError:
-                time.sleep(0.1)
+        status, result = post_image(port, astronaut_jpeg)
         assert status == 200 and len(result["faces"]) == 1
         assert_on_the_face(result["faces"][0]["keypoints"])
 
         busy = subprocess.run([sys.executable, "-m", "kpjax", "serve", "--port", str(port)], capture_output=True,
                               text=True, timeout=300)
         assert busy.returncode == 2
-        assert busy.stderr.strip() == f"error: --host 127.0.0.1 --port {port}: cannot listen there (Address already in use)"
+        assert busy.stderr.strip() == (f"error: --host 127.0.0.1 --port {port}: "
+                                       "cannot listen there (Address already in use)")
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
@@ -318,7 +316,7 @@ def test_page_draws_the_astronauts_keypoints(server, browser, astronaut_jpeg, tm
     requested = []
     page.on("request", lambda r: requested.append(r.url))
     page.goto(server["url"])
-    page.wait_for_function("document.getElementById('model').textContent.includes('15 keypoints')")
+    page.wait_for_function("() => document.getElementById('model').textContent.includes('15 keypoints')")
 
     page.set_input_files("#file", str(photo))
     page.wait_for_selector("#overlay circle.keypoint")
@@ -338,5 +336,23 @@ def test_page_draws_the_astronauts_keypoints(server, browser, astronaut_jpeg, tm
     assert page.locator("#status").text_content() == "notes.txt: unreadable image (not an image format Pillow reads)"
     assert page.locator("#overlay circle").count() == 0
 
+    page.goto(server["url"] + "docs")
+    page.wait_for_selector("#docs .operation")
+    assert page.locator("#docs .operation h2").all_text_contents() == ["POST/v1/keypoints", "GET/healthz"]
+
     assert all(url.startswith((server["url"], "blob:", "data:")) for url in requested), requested
+    page.close()
+
+
+def test_page_sends_a_webcam_photo(server, browser):
+    """Chromium's fake webcam draws a test pattern: the photo goes through the API, which finds no face in it."""
+    page = browser.new_page()
+    page.goto(server["url"])
+    page.click("#camera-start")
+    page.wait_for_function("() => document.getElementById('camera').videoWidth > 0")  # frames are coming
+    page.click("#camera-shoot")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('No face found in webcam')")
+    assert page.locator("#status").text_content().startswith("No face found in webcam.jpg")
+    assert page.locator("#camera").is_hidden() and page.locator("#photo").is_visible()
+    assert page.locator("#overlay circle").count() == 0
     page.close()
