@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 let camera = null; // the webcam's MediaStream while it is on
+const shown = { url: null, request: 0 }; // the photo on the page, and the request whose answer belongs to it
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -78,7 +79,10 @@ function highlight(event) {
 }
 
 async function findKeypoints(blob, name) {
-  $("photo").src = URL.createObjectURL(blob);
+  if (shown.url) URL.revokeObjectURL(shown.url);
+  shown.url = URL.createObjectURL(blob);
+  const request = ++shown.request; // a photo sent later replaces this one: its answer must not be drawn
+  $("photo").src = shown.url;
   $("picture").hidden = false;
   $("stage").classList.remove("empty");
   $("overlay").replaceChildren();
@@ -90,6 +94,7 @@ async function findKeypoints(blob, name) {
   try {
     const response = await fetch("v1/keypoints", { method: "POST", body: form });
     const result = await response.json();
+    if (request !== shown.request) return;
     if (!response.ok) throw new Error(result.error ?? `HTTP ${response.status}`);
     drawFaces(result);
     showNumbers(result);
@@ -98,7 +103,7 @@ async function findKeypoints(blob, name) {
     setStatus(faces ? `${faces} face${faces > 1 ? "s" : ""} in ${result.width}×${result.height} px, ${elapsed} ms`
                     : `No face found in ${name} (${elapsed} ms)`);
   } catch (error) {
-    setStatus(error.message, true);
+    if (request === shown.request) setStatus(error.message, true);
   }
 }
 
