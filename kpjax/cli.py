@@ -234,6 +234,25 @@ def predict(
 
 
 @app.command()
+def serve(
+    model: ModelDirOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
+    batch: Annotated[int, typer.Option(min=1, help="Most images, and faces, per network call.")] = 8,
+    detect_size: Annotated[int, typer.Option(min=64, help="Longer side (px) faces are searched at.")] = 320,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest request body accepted, MiB.")] = 10,
+):
+    """A web page (/) that draws the keypoints on a photo, and an HTTP API: POST /v1/keypoints, /docs."""
+    from kpjax.serve import serve as run_server  # first: without the serve extra, fail before loading the model
+    from kpjax.detect import FaceDetector
+    from kpjax.predict import Predictor
+
+    net, config = _load_model(model)
+    predictor = Predictor(net, config, FaceDetector(detect_size), batch_size=batch)
+    run_server(predictor, str(model) if model else "default", host, port, max_upload_mb << 20, echo=typer.echo)
+
+
+@app.command()
 def submit(
     model: Annotated[Path, typer.Argument(help="Run directory of a trained model (Kaggle keypoints).")],
     test: Annotated[Path, typer.Option(help="Kaggle's test.csv.")] = Path("test.csv"),

@@ -6,20 +6,40 @@ cv2.warpAffine, so a keypoint ``p`` maps to ``M @ [p, 1]`` exactly.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kpjax.errors import KpjaxError
 
 
+class ImageTooLarge(KpjaxError):
+    """An image with more pixels than the caller accepts (a server's guard against decompression bombs)."""
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Any image file (grey, RGBA, palette, 16-bit, CMYK) as (H, W, 3) uint8 RGB."""
+    """Any image file (grey, RGBA, palette, 16-bit, CMYK) as (H, W, 3) uint8 RGB, upright as its EXIF says."""
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """An image file's bytes (an upload), decoded in memory exactly as ``read_image`` reads a file."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageTooLarge(
+                    f"{name}: {image.width}x{image.height} pixels, more than the {max_pixels:,} accepted")
             image.load()
+            # Browsers and photo viewers turn a phone photo as its EXIF orientation says; so must the keypoints.
+            ImageOps.exif_transpose(image, in_place=True)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float64)
                 peak = 65535.0 if array.max() > 255 else 255.0
@@ -27,9 +47,11 @@ def read_image(path: Path) -> np.ndarray:
                 return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
-        raise KpjaxError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise KpjaxError(f"{path}: unreadable image ({error})") from None
+        raise KpjaxError(f"{name}: no such file") from None
+    except UnidentifiedImageError:  # its message names the file object, which for bytes is a memory address
+        raise KpjaxError(f"{name}: unreadable image (not an image format Pillow reads)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise KpjaxError(f"{name}: unreadable image ({error})") from None
 
 
 def to_channels(image: np.ndarray, color: bool) -> np.ndarray:
