@@ -239,7 +239,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
     batch: Annotated[int, typer.Option(min=1, help="Most images, and faces, per network call.")] = 8,
-    detect_size: Annotated[int, typer.Option(min=64, help="Longer side (px) faces are searched at.")] = 320,
+    detect_size: DetectSizeOption = 320,
+    passes: PassesOption = 3,
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest request body accepted, MiB.")] = 10,
 ):
     """A web page (/) that draws the keypoints on a photo, and an HTTP API: POST /v1/keypoints, /docs."""
@@ -248,7 +249,7 @@ def serve(
     from kpjax.predict import Predictor
 
     net, config = _load_model(model)
-    predictor = Predictor(net, config, FaceDetector(detect_size), batch_size=batch)
+    predictor = Predictor(net, config, FaceDetector(detect_size), batch_size=batch, passes=passes)
     run_server(predictor, str(model) if model else "default", host, port, max_upload_mb << 20, echo=typer.echo)
 
 
