@@ -10,15 +10,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kpjax.errors import KpjaxError
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Any image file (grey, RGBA, palette, 16-bit, CMYK) as (H, W, 3) uint8 RGB."""
+    """Any image file (grey, RGBA, palette, 16-bit, CMYK) as (H, W, 3) uint8 RGB, upright as its EXIF
+    orientation says (a phone's portrait photo is stored on its side)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as stored:
+            image = ImageOps.exif_transpose(stored)
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float64)
@@ -28,7 +30,7 @@ def read_image(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise KpjaxError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise KpjaxError(f"{path}: unreadable image ({error})") from None
 
 
