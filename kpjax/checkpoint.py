@@ -2,11 +2,15 @@
 
 Each checkpoint holds the model (params and other state), the optimizer state
 and a small JSON record of progress (epoch, step, PRNG seed) so ``--resume``
-continues exactly where training stopped.
+continues exactly where training stopped, and is sealed by a manifest of its
+files' checksums (``kpjax.rundir``) so a damaged one is never used.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from pathlib import Path
 
 import jax
@@ -17,49 +21,128 @@ from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import LAYOUTS
 from kpjax.models import create_model
+from kpjax.rundir import MANIFEST_NAME, check_manifest, write_manifest
+
+
+KINDS = ("latest", "best")
 
 
 def _manager(path: Path, **options) -> ocp.CheckpointManager:
+    # Every step is kept until a newer one is sealed; RunCheckpoints prunes the rest itself.
     return ocp.CheckpointManager(
         path.resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, **options),
+        options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False, **options),
     )
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _system_cause(error: BaseException) -> str | None:
+    """What the system refused (disk full, read-only, permission) behind a failure wrapped by Orbax, asyncio
+    or TensorStore (which gives only ``[os_error_code='28']`` in its message), if that was the cause."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno:
+            return os.strerror(error.errno)
+        if code := re.search(r"os_error_code='(\d+)'", str(error)):
+            return os.strerror(int(code.group(1)))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def whole_checkpoints(managers: dict[str, ocp.CheckpointManager], kinds: tuple[str, ...], warn=_warn):
+    """(kind, step, sealed) of every checkpoint worth restoring, the one to try first first.
+
+    Sealed checkpoints whose files match their checksums come newest first (``kinds`` order
+    breaks ties); then unsealed ones, newest first: a save killed before its manifest was written,
+    or a run from before manifests. A damaged checkpoint is reported through ``warn`` and left out.
+    """
+    sealed, unsealed = [], []
+    for rank, kind in enumerate(kinds):
+        for step in managers[kind].all_steps():
+            directory = Path(managers[kind].directory) / str(step)
+            if not (directory / MANIFEST_NAME).exists():
+                unsealed.append((-step, rank, kind))
+            elif (problem := check_manifest(directory)) is None:
+                sealed.append((-step, rank, kind))
+            else:
+                warn(f"{directory}: damaged checkpoint ({problem}); skipped")
+    yield from ((kind, -step, True) for step, _, kind in sorted(sealed))
+    yield from ((kind, -step, False) for step, _, kind in sorted(unsealed))
+
+
+def restore_first(managers: dict[str, ocp.CheckpointManager], kinds: tuple[str, ...], args, warn=_warn):
+    """(kind, step, restored) of the first of ``whole_checkpoints`` that restores, or None.
+
+    A sealed checkpoint that fails to restore is not damage (its files are as written) but a mismatch,
+    such as a model the run was not trained with: that is an error, not a reason to fall back.
+    """
+    for kind, step, sealed in whole_checkpoints(managers, kinds, warn):
+        try:
+            return kind, step, managers[kind].restore(step, args=args)
+        except Exception as error:  # noqa: BLE001  any failure to read it makes it unusable
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if sealed:
+                raise KpjaxError(f"{managers[kind].directory / str(step)}: cannot restore ({reason})") from None
+            warn(f"{managers[kind].directory / str(step)}: unreadable checkpoint ({reason}); skipped")
+    return None
+
+
 class RunCheckpoints:
+    """The best-validation and the latest checkpoint of a run, each sealed by a checksum manifest once saved.
+
+    A new checkpoint replaces the previous one of its kind only after it is sealed, so a kill at any
+    instant leaves at least one whole checkpoint of each kind that had one.
+    """
+
     def __init__(self, run_dir: Path):
         root = Path(run_dir) / "checkpoints"
-        self.best = _manager(root / "best", best_fn=lambda metrics: metrics["val_loss"], best_mode="min")
-        self.latest = _manager(root / "latest")
+        self.managers = {kind: _manager(root / kind, cleanup_tmp_directories=True) for kind in KINDS}
 
-    def save(self, which: str, step: int, state: dict, progress: dict, val_loss: float | None = None) -> None:
-        manager = self.best if which == "best" else self.latest
+    def save(self, kind: str, step: int, state: dict, progress: dict) -> None:
+        manager = self.managers[kind]
         args = ocp.args.Composite(
             model=ocp.args.StandardSave({"params": state["params"], "rest": state["rest"]}),
             opt_state=ocp.args.StandardSave(state["opt_state"]),
             progress=ocp.args.JsonSave(progress),
         )
-        manager.save(step, args=args, metrics=None if val_loss is None else {"val_loss": val_loss}, force=True)
-        manager.wait_until_finished()
+        try:
+            if step in manager.all_steps():  # an unsealed or damaged copy that a crash left behind
+                manager.delete(step)
+            manager.save(step, args=args, force=True)
+            manager.wait_until_finished()
+            if jax.process_index() == 0:
+                write_manifest(Path(manager.directory) / str(step))
+            for old in manager.all_steps():
+                if old != step:
+                    manager.delete(old)
+        except Exception as error:
+            cause = _system_cause(error)
+            if cause is None:
+                raise
+            raise KpjaxError(f"{manager.directory}: cannot save the {kind} checkpoint ({cause}); "
+                             "any earlier checkpoints are kept") from None
 
-    def restore_latest(self, abstract_state: dict) -> tuple[dict, dict]:
-        step = self.latest.latest_step()
-        if step is None:
-            raise KpjaxError(f"{self.latest.directory}: no checkpoint to resume from")
-        restored = self.latest.restore(
-            step,
-            args=ocp.args.Composite(
-                model=ocp.args.StandardRestore({"params": abstract_state["params"], "rest": abstract_state["rest"]}),
-                opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
-                progress=ocp.args.JsonRestore(),
-            ),
-        )
-        state = {**restored["model"], "opt_state": restored["opt_state"]}
-        return state, restored["progress"]
+    def has_checkpoint(self) -> bool:
+        """Whether any checkpoint here is whole enough to try (damaged ones do not count)."""
+        return next(whole_checkpoints(self.managers, KINDS, warn=lambda _: None), None) is not None
+
+    def restore(self, abstract_state: dict) -> tuple[dict, dict] | None:
+        """State and progress of the newest whole checkpoint, latest or best; None when there is none."""
+        found = restore_first(self.managers, KINDS, ocp.args.Composite(
+            model=ocp.args.StandardRestore({"params": abstract_state["params"], "rest": abstract_state["rest"]}),
+            opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+            progress=ocp.args.JsonRestore(),
+        ))
+        if found is None:
+            return None
+        _, _, restored = found
+        return {**restored["model"], "opt_state": restored["opt_state"]}, restored["progress"]
 
     def close(self) -> None:
-        self.best.close()
-        self.latest.close()
+        for manager in self.managers.values():
+            manager.close()
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default"
@@ -76,10 +159,6 @@ def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Mo
     if not (run_dir / "config.json").is_file():
         raise KpjaxError(f"{run_dir}: not a kpjax run directory (no config.json)")
     config = TrainConfig.load(run_dir)
-    manager = _manager(run_dir / "checkpoints" / which, create=False)
-    step = manager.latest_step()  # each directory keeps one checkpoint: the best, or the latest
-    if step is None:
-        raise KpjaxError(f"{run_dir}: no {which} checkpoint (did training finish an epoch?)")
     layout = LAYOUTS[config.keypoints]
     abstract = nnx.eval_shape(
         lambda: create_model(
@@ -90,6 +169,19 @@ def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Mo
     one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever mesh or hosts saved it
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
                           {"params": params, "rest": rest})
-    restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(target)))["model"]
-    manager.close()
+    # The other kind stands in for a damaged or missing one.
+    kinds = [kind for kind in (which, *(k for k in KINDS if k != which)) if (run_dir / "checkpoints" / kind).is_dir()]
+    managers = {kind: _manager(run_dir / "checkpoints" / kind, create=False, read_only=True) for kind in kinds}
+    args = ocp.args.Composite(model=ocp.args.StandardRestore(target))
+    try:
+        found = next(filter(None, (restore_first(managers, (kind,), args) for kind in kinds)), None)
+    finally:
+        for manager in managers.values():
+            manager.close()
+    if found is None:
+        raise KpjaxError(f"{run_dir}: no whole checkpoint (did training finish an epoch?)")
+    kind, _, restored = found
+    if kind != which:
+        _warn(f"{run_dir}: no whole {which} checkpoint; using the {kind} one")
+    restored = restored["model"]
     return nnx.merge(graphdef, restored["params"], restored["rest"]), config

@@ -44,6 +44,7 @@ def _load_model(run_dir: Optional[Path]):
 
 @app.command()
 def train(
+    context: typer.Context,
     data: DataOption = None,
     epochs: Annotated[int, typer.Option(min=1)] = 150,
     batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
@@ -54,7 +55,8 @@ def train(
     split_seed: Annotated[Optional[int], typer.Option(
         help="Seed of the validation split (default: --seed); fix it to compare or ensemble runs of several seeds.")] = None,
     run_dir: Annotated[Path, typer.Option(help="Where config, split, metrics and checkpoints go.")] = Path("runs/latest"),
-    resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint, as it was "
+                                         "configured; only --epochs, --lr and --devices may be given to change it.")] = False,
     complete_only: Annotated[bool, typer.Option(help="Drop faces with any missing keypoint (the seed's choice).")] = False,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.95)] = 0.2,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Turn off horizontal-flip augmentation.")] = False,
@@ -79,7 +81,9 @@ def train(
     process_id: Annotated[Optional[int], typer.Option(min=0, envvar="JAX_PROCESS_ID")] = None,
 ):
     """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir."""
-    from kpjax.config import TrainConfig
+    import dataclasses
+
+    from kpjax.config import TrainConfig, option_name
     from kpjax.distributed import init_distributed, parse_devices
     from kpjax.models import MODELS
     from kpjax.train import train as run_training
@@ -94,6 +98,13 @@ def train(
                          margin=margin,
                          weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size, color=color,
                          strict=strict, markup=markup, devices=parse_devices(devices))
+    if resume and (run_dir / "config.json").is_file():
+        # The run as it was configured, with only the options given now changed (train checks which may change).
+        given = {p.name for p in context.command.params
+                 if context.get_parameter_source(p.name).name in ("COMMANDLINE", "ENVIRONMENT")}
+        changes = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+                   if option_name(f.name).lstrip("-").replace("-", "_") in given}
+        config = dataclasses.replace(TrainConfig.load(run_dir), **changes)
     if (coordinator, num_processes, process_id) != (None, None, None):
         init_distributed(coordinator, num_processes, process_id)
     result = run_training(config, run_dir, resume=resume)
@@ -217,7 +228,8 @@ def predict(
 ):
     """Find every face, predict its keypoints in the original pixels, draw them, and write the results.
 
-    A size x size image (a Kaggle crop) is taken as a face already. Exit status 3 when no face is found at all.
+    A size x size image (a Kaggle crop) is taken as a face already. Exit status 2 when an input is missing or
+    unreadable (the others are still done), else 3 when no face is found at all.
     """
     from kpjax.detect import FaceDetector
     from kpjax.predict import Predictor, predict_paths
@@ -225,10 +237,14 @@ def predict(
     net, config = _load_model(model)
     predictor = Predictor(net, config, None if no_detect else FaceDetector(detect_size), batch_size=batch,
                           passes=passes, flip_tta=flip_tta)
-    summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, progress=sys.stderr.isatty(), echo=typer.echo)
+    summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, progress=sys.stderr.isatty(),
+                            echo=typer.echo, warn=lambda line: typer.echo(line, err=True))
     typer.echo(f"{summary['images']} images, {summary['videos']} videos, {summary['faces']} faces "
                f"({summary['no_face']} images without a face, {summary['unreadable']} unreadable); "
                f"images in {summary['seconds']:.2f}s, {summary['images_per_second']:.1f} images/s; results in {out}")
+    if summary["unreadable"]:
+        raise KpjaxError(f"{summary['unreadable']} input(s) missing or unreadable (listed above); "
+                         f"the results of the others are in {out}")
     if summary["faces"] == 0:
         raise typer.Exit(3)
 
@@ -366,18 +382,45 @@ def data_convert(
     typer.echo(f"wrote {rows} faces to {out}")
 
 
+def run(args: list[str]) -> int:
+    """The command line ``args``, run; its exit status. Every failure is one line on stderr, never a traceback:
+
+    2 for a mistake in the input and for what the environment refuses (disk full, read-only, permissions),
+    naming the path; 3 when ``predict`` finds no face; 130 when training was interrupted and can be resumed.
+    """
+    import logging
+
+    from kpjax.train import TrainingInterrupted
+
+    # Orbax's worker threads log the failure that is reported here once more, with their tracebacks.
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    click = sys.modules[typer.BadParameter.__module__]  # click's exceptions, vendored by typer >= 0.2x
+
+    try:
+        return app(args=args, prog_name="kpjax", standalone_mode=False) or 0
+    except KpjaxError as error:
+        typer.echo(f"error: {error}", err=True)
+    except click.UsageError as error:
+        if isinstance(error, getattr(click, "NoArgsIsHelpError", ())):  # the help, asked for by no arguments
+            error.show()
+        else:
+            command = f"{error.ctx.command_path}: " if error.ctx else ""
+            typer.echo(f"error: {command}{error.format_message()}", err=True)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    except TrainingInterrupted as stopped:
+        typer.echo(str(stopped), err=True)
+        return 130
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{error.strerror or error}", err=True)
+    return 2
+
+
 def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit status 2, never a traceback."""
+    """Entry point of the ``kpjax`` command."""
     from kpjax.runtime import ensure_hugepage_malloc
 
     ensure_hugepage_malloc(["-m", "kpjax", *sys.argv[1:]])
-    from kpjax.train import TrainingInterrupted
-
-    try:
-        app(prog_name="kpjax")  # not the re-executed "python -m kpjax"
-    except KpjaxError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
-    except TrainingInterrupted as stopped:
-        typer.echo(str(stopped), err=True)
-        sys.exit(130)
+    sys.exit(run(sys.argv[1:]))

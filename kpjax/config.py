@@ -6,6 +6,15 @@ import dataclasses
 import json
 from pathlib import Path
 
+from kpjax.errors import KpjaxError
+
+# The train options whose names are not their field's: the rest are ``--`` + the field, dashed.
+OPTION_NAMES = {"batch_size": "--batch", "learning_rate": "--lr", "flip": "--no-flip"}
+
+
+def option_name(field: str) -> str:
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -44,4 +53,8 @@ class TrainConfig:
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainConfig:
-        return cls.from_json((Path(run_dir) / "config.json").read_text())
+        path = Path(run_dir) / "config.json"
+        try:
+            return cls.from_json(path.read_text())
+        except (ValueError, TypeError) as error:
+            raise KpjaxError(f"{path}: unreadable run configuration ({error})") from None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kpjax.keypoints import Layout, normalise
+from kpjax.rundir import atomic_write
 
 
 @dataclasses.dataclass
@@ -121,5 +122,5 @@ def save_split(path: Path, dataset: Dataset, train_index: np.ndarray, val_index:
         "val_index": val_index.tolist(),
         "val_groups": sorted(set(dataset.groups[val_index].tolist())),
     }
-    path.write_text(json.dumps(record))
+    atomic_write(path, json.dumps(record))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -184,6 +185,17 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return files
 
 
+def check_out_dir(files: list[Path], out_dir: Path) -> None:
+    """Refuse an output folder that holds an input: an overlay or annotated video would take the input's name."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise KpjaxError(f"--out {out_dir}: is a file, not a folder")
+    target = out_dir.resolve()
+    for path in files:
+        if path.parent.resolve() == target:
+            raise KpjaxError(f"--out {out_dir}: holds the input {path}, which the outputs could write over; "
+                             "choose another folder")
+
+
 def _overlay_name(path: Path, taken: set[str], suffix: str) -> str:
     """``STEM + suffix``, numbered when two inputs from different folders share a stem."""
     name, n = f"{path.stem}{suffix}", 1
@@ -213,19 +225,23 @@ class ImageResult:
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: str = "json",
-                  smooth: float | None = None, chunk: int = 32, progress: bool = True, echo=print) -> dict:
+                  smooth: float | None = None, chunk: int = 32, progress: bool = True, echo=print,
+                  warn=lambda line: print(line, file=sys.stderr)) -> dict:
     """Predict images, folders and videos; write overlays and ``predictions.{json,csv}`` to ``out_dir``.
 
     Images are read and detected ``chunk`` at a time and their faces predicted
-    together. A missing or unreadable file is reported through ``echo`` and
+    together. A missing or unreadable file is reported through ``warn`` and
     skipped. Returns counts and throughput for the caller's summary and exit status.
     """
-    from kpjax.video import predict_video
+    from kpjax.video import check_smooth, predict_video
 
+    if smooth is not None:
+        check_smooth(smooth)
     if fmt not in ("json", "csv"):
         raise KpjaxError(f"--format {fmt}: expected json or csv")
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = expand_paths(paths)
+    check_out_dir(files, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     images = [p for p in files if p.suffix.lower() not in VIDEO_SUFFIXES]
     results, taken = [], set()
@@ -239,7 +255,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
                 try:
                     loaded.append((path, read_image(path)))
                 except KpjaxError as error:
-                    echo(f"skipped: {error}")
+                    warn(f"skipped: {error}")
                     results.append(ImageResult(str(path), error=str(error)))
                     summary["unreadable"] += 1
             for (path, image), faces in zip(loaded, predictor([image for _, image in loaded])):
@@ -262,7 +278,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
             result = predict_video(predictor, path, out_dir / _overlay_name(path, taken, ""), smooth=smooth,
                                    progress=progress)
         except KpjaxError as error:
-            echo(f"skipped: {error}")
+            warn(f"skipped: {error}")
             summary["unreadable"] += 1
             continue
         echo(f"{path}: {result['frames']} frames, {result['faces']} faces -> {result['video']}, {result['csv']}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import signal
 import time
@@ -15,15 +17,23 @@ from tqdm import tqdm
 
 from kpjax.augment import make_augmentation
 from kpjax.checkpoint import RunCheckpoints
-from kpjax.config import TrainConfig
+from kpjax.config import TrainConfig, option_name
 from kpjax.dataset import Dataset, group_split, save_split
 from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics, predict_normalised
 from kpjax.keypoints import LAYOUTS
 from kpjax.models import create_model
+from kpjax.rundir import RunLock, atomic_write
 from kpjax.sources import LoadOptions, load_data
 from kpjax.train_step import init_state, make_optimizer, make_train_step
+
+
+# What ``--resume`` may change: how long the run goes on, its step size (the advice after a divergence)
+# and where it runs. Anything else would make it another run.
+RESUMABLE = ("epochs", "learning_rate", "devices")
+# A mean squared error far beyond any face (keypoints lie in [-1, 1]): the loss exploded while staying finite.
+DIVERGED_MSE = 100.0
 
 
 class TrainingInterrupted(Exception):
@@ -61,7 +71,11 @@ def load_training_data(config: TrainConfig) -> Dataset:
                           strict=config.strict, seed=config.seed, markup=config.markup, margin=config.margin)
     dataset = load_data(config.data, options)
     if config.complete_only:
-        dataset = dataset.complete_only()
+        complete = dataset.complete_only()
+        if not len(complete):
+            raise KpjaxError(f"--complete-only: none of the {len(dataset)} faces has all {dataset.layout.num_keypoints} "
+                             "keypoints; drop it to train with the missing ones masked out of the loss")
+        dataset = complete
     return dataset
 
 
@@ -82,6 +96,30 @@ def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np
     return train_index, val_index
 
 
+def read_history(metrics_path: Path) -> list[dict]:
+    """The epochs in metrics.jsonl; a last line cut short by a kill is left out."""
+    if not metrics_path.exists():
+        return []
+    history = []
+    for line in metrics_path.read_text().splitlines():
+        try:
+            history.append(json.loads(line))
+        except ValueError:
+            break
+    return history
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
+    """A resume continues the run as it was configured: only the RESUMABLE settings may differ."""
+    for field in dataclasses.fields(TrainConfig):
+        before, after = getattr(saved, field.name), getattr(config, field.name)
+        if field.name not in RESUMABLE and before != after:
+            raise KpjaxError(
+                f"--resume: {option_name(field.name)} cannot change within a run (it was {before!r}, now {after!r}); "
+                f"only {', '.join(option_name(f) for f in RESUMABLE)} can, or start a new --run-dir"
+            )
+
+
 def plot_learning_curve(run_dir: Path) -> None:
     if jax.process_index() != 0:  # one process draws
         return
@@ -90,7 +128,7 @@ def plot_learning_curve(run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    history = read_history(run_dir / "metrics.jsonl")
     if not history:
         return
     epochs = [h["epoch"] for h in history]
@@ -101,27 +139,43 @@ def plot_learning_curve(run_dir: Path) -> None:
     ax.set(xlabel="epoch", ylabel="MSE (normalised units)", yscale="log", title=run_dir.name)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run_dir / "learning_curve.png", dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(run_dir / "learning_curve.png", image.getvalue())
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: Dataset | None = None,
           log=print) -> TrainResult:
-    """Train ``config`` into ``run_dir``; with ``resume``, continue from its latest checkpoint."""
+    """Train ``config`` into ``run_dir``; with ``resume``, continue from its newest whole checkpoint.
+
+    The run directory is locked while training writes to it; a run with no whole checkpoint yet
+    (killed before its first save) is started afresh, with ``resume`` or without.
+    """
     run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise KpjaxError(f"--resume: {run_dir} holds no run to resume (no config.json)")
-        saved = TrainConfig.load(run_dir)
-        config = dataclasses.replace(saved, epochs=config.epochs, devices=config.devices)
-    elif (run_dir / "checkpoints").exists():
+    if run_dir.exists() and not run_dir.is_dir():
+        raise KpjaxError(f"--run-dir {run_dir}: is a file, not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir) if jax.process_index() == 0 else contextlib.nullcontext():  # one process writes
+        checkpoints = RunCheckpoints(run_dir)
+        try:
+            return _train(config, run_dir, checkpoints, resume, dataset, log)
+        finally:
+            checkpoints.close()
+
+
+def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resume: bool, dataset: Dataset | None,
+           log) -> TrainResult:
+    if resume and (run_dir / "config.json").is_file():
+        check_resumable(TrainConfig.load(run_dir), config)
+    has_checkpoint = checkpoints.has_checkpoint()
+    if has_checkpoint and not resume:
         raise KpjaxError(f"--run-dir {run_dir}: already holds a run; pass --resume to continue it or pick a new directory")
     parallel = DataParallel(config.devices)
     parallel.check_batch(config.batch_size)
     sync_processes("kpjax: run directory checked")  # before the primary process writes to it
-    run_dir.mkdir(parents=True, exist_ok=True)
     if parallel.is_primary:
-        (run_dir / "config.json").write_text(config.to_json())
+        atomic_write(run_dir / "config.json", config.to_json())
     else:
         log = lambda _: None  # noqa: E731  one process reports
 
@@ -143,22 +197,26 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     tx = make_optimizer(config, steps_per_epoch)
     graphdef, state = init_state(model, tx)
     state = parallel.put_state(state)
-    checkpoints = RunCheckpoints(run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     start_epoch, start_step, best_val_loss = 0, 0, float("inf")
-    if resume:
-        state, progress = checkpoints.restore_latest(jax.tree.map(jnp.asarray, state))
+    resumed_sums = {"loss": 0.0, "mae": 0.0}
+    restored = checkpoints.restore(jax.tree.map(jnp.asarray, state)) if resume and has_checkpoint else None
+    if restored is not None:
+        state, progress = restored
         start_epoch, start_step = progress["epoch"], progress["step_in_epoch"]
         best_val_loss = progress["best_val_loss"]
-        history = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
-        history = [h for h in history if h["epoch"] <= start_epoch]
-        if parallel.is_primary:
-            metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
+        resumed_sums = progress.get("sums", resumed_sums)  # the interrupted epoch's steps so far
+        history = [h for h in read_history(metrics_path) if h["epoch"] <= start_epoch]
+        if start_epoch < config.epochs:
+            log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
+        else:
+            log(f"the run has finished its {config.epochs} epochs; pass --epochs N to train it longer")
     else:
-        if parallel.is_primary:
-            metrics_path.write_text("")
+        if resume:
+            log(f"{run_dir} holds no whole checkpoint to resume from; starting afresh")
         history = []
+    if parallel.is_primary:
+        atomic_write(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
     train_step = make_train_step(tx, make_augmentation(config, layout))
     framed = train_share.crop(config.margin)  # targets in the model's frame; images keep their context
@@ -167,8 +225,10 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     })
     root_key = jax.random.key(config.seed)
 
-    def progress_record(epoch: int, step: int) -> dict:
-        return {"epoch": epoch, "step_in_epoch": step, "best_val_loss": best_val_loss, "seed": config.seed}
+    def progress_record(epoch: int, step: int, sums: dict | None = None) -> dict:
+        sums = {"loss": 0.0, "mae": 0.0} if sums is None else {k: float(v) for k, v in sums.items()}
+        return {"epoch": epoch, "step_in_epoch": step, "best_val_loss": best_val_loss, "seed": config.seed,
+                "sums": sums}
 
     with _StopRequest() as stop:
         for epoch in range(start_epoch, config.epochs):
@@ -176,8 +236,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
             steps_key = parallel.put_key(steps_key)
             order = jax.random.permutation(order_key, len(train_share))
             started = time.perf_counter()
-            sums = {"loss": jnp.zeros(()), "mae": jnp.zeros(())}
             first_step = start_step if epoch == start_epoch else 0
+            sums = {k: jnp.asarray(v if epoch == start_epoch else 0.0, jnp.float32) for k, v in resumed_sums.items()}
             bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=None)
             for step in bar:
@@ -186,24 +246,22 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                 sums = jax.tree.map(jnp.add, sums, metrics)
                 if step % 10 == 0 and not bar.disable:
                     bar.set_postfix(loss=f"{float(metrics['loss']):.5f}")
-                if stop.signal_name:
+                if stop.signal_name and step + 1 < steps_per_epoch:  # on an epoch's last step, finish the epoch
                     checkpoints.save("latest", epoch * steps_per_epoch + step + 1, state,
-                                     progress_record(epoch, step + 1))
-                    checkpoints.close()
-                    plot_learning_curve(run_dir)
-                    raise TrainingInterrupted(
-                        f"{stop.signal_name}: stopped at epoch {epoch + 1}, step {step + 1}; latest checkpoint saved, "
-                        f"continue with: kpjax train --resume --run-dir {run_dir}"
-                    )
+                                     progress_record(epoch, step + 1, sums))
+                    _stop(run_dir, f"{stop.signal_name}: stopped at epoch {epoch + 1}, step {step + 1}")
             done = steps_per_epoch - first_step
-            train_loss = float(sums["loss"]) / max(done, 1)
-            if not np.isfinite(train_loss):
-                checkpoints.close()
+            train_loss = float(sums["loss"]) / max(steps_per_epoch, 1)
+            if not np.isfinite(train_loss) or train_loss > DIVERGED_MSE:
+                kept = checkpoints.has_checkpoint()
                 raise KpjaxError(
-                    f"training diverged at epoch {epoch + 1} (loss {train_loss}); the last good checkpoints are "
-                    f"kept in {run_dir / 'checkpoints'}; try a lower --lr"
+                    f"training diverged at epoch {epoch + 1} (train mse {train_loss:.3g}); " + (
+                        f"the last good checkpoints are kept: resume from them with a lower learning rate, "
+                        f"kpjax train --resume --run-dir {run_dir} --lr {config.learning_rate / 10:g}" if kept else
+                        f"no checkpoint was saved; start again with a lower --lr than {config.learning_rate:g}")
                 )
-            record = {"epoch": epoch + 1, "train_mse": train_loss, "train_mae": float(sums["mae"]) / max(done, 1)}
+            record = {"epoch": epoch + 1, "train_mse": train_loss,
+                      "train_mae": float(sums["mae"]) / max(steps_per_epoch, 1)}
             if len(val_set):
                 params, rest = parallel.local((state["params"], state["rest"]))
                 val = keypoint_metrics(predict_normalised(graphdef, params, rest, val_set.images), val_set)
@@ -214,20 +272,26 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
             is_best = val_loss < best_val_loss
             if is_best:
                 best_val_loss = val_loss
-            global_step = (epoch + 1) * steps_per_epoch
-            if is_best:
-                checkpoints.save("best", global_step, state, progress_record(epoch + 1, 0), val_loss=val_loss)
-            checkpoints.save("latest", global_step, state, progress_record(epoch + 1, 0))
             record["best"] = is_best
             history.append(record)
-            if parallel.is_primary:
+            if parallel.is_primary:  # before the checkpoints: a resume from them finds the epoch's line
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
+            global_step = (epoch + 1) * steps_per_epoch
+            if is_best:
+                checkpoints.save("best", global_step, state, progress_record(epoch + 1, 0))
+            checkpoints.save("latest", global_step, state, progress_record(epoch + 1, 0))
             log(_epoch_line(record, config.epochs))
-    checkpoints.close()
+            if stop.signal_name:
+                _stop(run_dir, f"{stop.signal_name}: stopped after epoch {epoch + 1}")
     plot_learning_curve(run_dir)
     best = min(history, key=lambda h: h.get("val_mse", h["train_mse"]))
     return TrainResult(run_dir, best["epoch"], best, history)
+
+
+def _stop(run_dir: Path, where: str) -> None:
+    plot_learning_curve(run_dir)
+    raise TrainingInterrupted(f"{where}; latest checkpoint saved, continue with: kpjax train --resume --run-dir {run_dir}")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

@@ -17,6 +17,11 @@ from tqdm import tqdm
 from kpjax.errors import KpjaxError
 
 
+def check_smooth(alpha: float) -> None:
+    if not 0.0 < alpha <= 1.0:
+        raise KpjaxError(f"--smooth {alpha}: expected a weight in (0, 1]; 1 means no smoothing")
+
+
 class Smoother:
     """Exponential smoothing of each face's keypoints: ``s = alpha * x + (1 - alpha) * s_prev``.
 
@@ -25,8 +30,7 @@ class Smoother:
     """
 
     def __init__(self, alpha: float):
-        if not 0.0 < alpha <= 1.0:
-            raise KpjaxError(f"--smooth {alpha}: expected a weight in (0, 1]; 1 means no smoothing")
+        check_smooth(alpha)
         self.alpha = alpha
         self.previous: list = []  # the previous frame's (smoothed) faces
 

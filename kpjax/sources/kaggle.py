@@ -25,7 +25,7 @@ def is_kaggle(path: Path) -> bool:
         return False
     with open(path, encoding="utf-8", errors="replace") as f:
         header = f.readline().strip().split(",")
-    return header[-1] == "Image" and set(KAGGLE.columns) <= set(header)
+    return header[-1] == "Image"  # a renamed keypoint column is then reported by name, not as an unknown format
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
@@ -33,11 +33,15 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
         raise KpjaxError(f"{path}: no such file")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise KpjaxError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise KpjaxError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise KpjaxError(f"{path}: missing column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise KpjaxError(f"{path}: no rows below the header")
     return frame
 
 
