@@ -115,7 +115,29 @@ def _photos_section(record: dict) -> list[str]:
                   *[f"| {row['pipeline']} | " + " | ".join(
                       f"{m['nme_mean']:.2%} / {m['failure_rate']:.1%} / {m['detection_rate']:.1%}"
                       for m in (row["metrics"]["by_source"][s] for s in sources)) + " |" for row in record["rows"]]]
-    lines += ["", f"Command: `{record['command']}`", "", "![CED](experiments/figures/photos_ced.png)", ""]
+    nme = {row["pipeline"]: row["metrics"] for row in record["rows"]}
+    steps = [  # (what changed, from pipeline, to pipeline)
+        ("crops with 24 px of context, jittered like a detector's box (rotation ±15°, zoom ±15 %, shift ±6 px; "
+         "sweep variant heatmap-jitter, the 68-point sources only, against the previous default, which also had "
+         "MTFL)", "kpjax oracle-default, 3 passes", "kpjax sweep-heatmap-jitter, 3 passes"),
+        ("AFLW's in-the-wild faces added (experiments/photo_recipe.py)", "kpjax sweep-heatmap-jitter, 3 passes",
+         "kpjax photo, 3 passes"),
+        ("a second pass, re-cropped from the first pass's keypoints", "kpjax photo, 1 pass", "kpjax photo, 2 passes"),
+        ("a third pass", "kpjax photo, 2 passes", "kpjax photo, 3 passes"),
+        ("flip test-time augmentation", "kpjax photo, 3 passes", "kpjax photo, 3 passes + flip TTA"),
+    ]
+    bought = [f"- {what}: NME {nme[a]['nme_mean']:.2%} → **{nme[b]['nme_mean']:.2%}**, failures "
+              f"{nme[a]['failure_rate']:.1%} → {nme[b]['failure_rate']:.1%}, {nme[a]['ms_per_photo_median']:.0f} → "
+              f"{nme[b]['ms_per_photo_median']:.0f} ms/photo" for what, a, b in steps if a in nme and b in nme]
+    if bought:
+        lines += ["", "What each step bought (same photos, same detector, each row one change):", "", *bought]
+    lines += ["", "Every kpjax row uses the same Haar detector, so all find the same faces; MediaPipe's BlazeFace and "
+              "dlib's HOG detector find more of them (the detection issue). dlib's 68-point predictor was trained on "
+              "iBUG 300-W, which holds Helen's training photos: on helen-68-train it is scored on faces it has seen. "
+              "The peers' points are mapped to the 15 Kaggle keypoints as `benchmarks/README.md` explains. "
+              "`runs/oracle-default` is the model kpjax shipped before (`best` below, trained on crops that never "
+              "move): `git archive d0d2343 kpjax/weights/default | tar -x` and copy that folder there.",
+              "", f"Command: `{record['command']}`", "", "![CED](experiments/figures/photos_ced.png)", ""]
     return lines
 
 

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from kpjax.checkpoint import DEFAULT_MODEL, load_model
+from kpjax.rundir import write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,7 @@ def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -
     target = destination / "checkpoints" / "best" / step.name
     shutil.copytree(step / "model", target / "model")  # what load_model restores; no optimizer state
     shutil.copy(step / "_CHECKPOINT_METADATA", target)
+    write_manifest(target)  # sealed like every checkpoint kpjax writes, so damage is caught at load
     config = json.loads((run_dir / "config.json").read_text())
     config["data"] = [Path(spec).name for spec in config["data"]]  # source names, not the trainer's paths
     (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -42,6 +44,14 @@ def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -
         "params": result["params"],
         "best_epoch": result["best_epoch"],
     }
+    photos = ROOT / "experiments" / "results" / "analysis" / "photos-end-to-end.json"
+    if photos.exists():  # the headline: end to end on photos, per pipeline this model ran in
+        record = json.loads(photos.read_text())
+        provenance["end_to_end_photos"] = {
+            "command": record["command"], "faces": record["faces"],
+            "pipelines": {row["pipeline"]: {k: v for k, v in row["metrics"].items() if k not in ("nmes", "by_source")}
+                          for row in record["rows"] if Path(row["model"]) == run_dir},
+        }
     (destination / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     load_model(destination)  # what was shipped loads
 
