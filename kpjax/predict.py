@@ -69,9 +69,11 @@ class Predictor:
         normalised = predict_normalised(self.graphdef, self.params, self.rest, frames, batch)[:n]
         return denormalise(normalised, self.config.size).reshape(n, -1, 2)
 
-    def __call__(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Every face of every image, the crops of all images predicted together."""
-        located = [self.locate(image) for image in images]
+    def __call__(self, images: list[np.ndarray], detections: list[list[Detection]] | None = None) -> list[list[Face]]:
+        """Every face of every image, the crops of all images predicted together; ``detections`` (one list per
+        image) replaces the detector, e.g. with boxes that follow faces from a previous frame."""
+        located = ([self.locate(image) for image in images] if detections is None else
+                   [[(d, box_matrix(d.box, self.config.size)) for d in found] for found in detections])
         frames = [warp(image, m, self.config.size, self.config.color) for image, faces in zip(images, located)
                   for _, m in faces]
         points = iter(self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,))))
@@ -161,7 +163,8 @@ class ImageResult:
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: str = "json",
-                  smooth: float | None = None, chunk: int = 32, progress: bool = True, echo=print) -> dict:
+                  smooth: float | None = None, redetect: int = 30, chunk: int = 32, progress: bool = True,
+                  echo=print) -> dict:
     """Predict images, folders and videos; write overlays and ``predictions.{json,csv}`` to ``out_dir``.
 
     Images are read and detected ``chunk`` at a time and their faces predicted
@@ -208,7 +211,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
     for path in videos:
         try:
             result = predict_video(predictor, path, out_dir / _overlay_name(path, taken, ""), smooth=smooth,
-                                   progress=progress)
+                                   redetect=redetect, progress=progress)
         except KpjaxError as error:
             echo(f"skipped: {error}")
             summary["unreadable"] += 1
