@@ -1,7 +1,7 @@
 """Face detection on the shared photos: how many annotated faces each detector finds, how many false faces it
 reports, and how long it takes, on the validation persons (``--split train`` for the training persons).
 
-    python experiments/detection.py [--detectors haar proposals verified] [--aflw 600]
+    python experiments/detection.py [--detectors haar proposals verified] [--per-source 150] [--thresholds 0.5 0.9]
 
 A face is found under ``kpjax.detect.match_faces`` (the end-to-end evaluation's rule). Recall is broken down by
 source, by the annotated face's size in the photo and, on AFLW, by yaw. Times are medians over the photos,
@@ -41,8 +41,9 @@ class Photo:
     yaw: float | None = None
 
 
-def annotated_photos(data_root: Path, split: str = "val", aflw_limit: int = 600, seed: int = 0) -> list[Photo]:
-    """The photos of kpjax's person split (seed 0, 20 %) with their annotated faces; ``aflw_limit`` AFLW crops drawn."""
+def annotated_photos(data_root: Path, split: str = "val", per_source: int | None = None, seed: int = 0) -> list[Photo]:
+    """The photos of kpjax's person split (seed 0, 20 %) with their annotated faces, at most ``per_source`` of
+    each source (drawn at random)."""
     photos, groups = [], []
     for source in PHOTO_SOURCES:
         folder = data_root / source
@@ -55,24 +56,26 @@ def annotated_photos(data_root: Path, split: str = "val", aflw_limit: int = 600,
                 photos.append(Photo(row.image, source, [row.points]))
                 groups.append(f"{source}:{row.group}")
     labels = data_root / AFLW / "labels.csv"
-    aflw = []
     if labels.is_file():
         with open(labels, newline="") as f:
             table = csv.reader(f)
             next(table)
             for fields in table:
                 points = np.array([float(v) if v else np.nan for v in fields[2:]]).reshape(-1, 2)
-                aflw.append(Photo(data_root / AFLW / fields[0], AFLW, [points], float(fields[1])))
-    chosen = []
-    for part, names in ((photos, groups), (aflw, [f"{AFLW}:{Path(p.path).stem}" for p in aflw])):
-        if not part:
-            continue
-        train, val = group_split(np.array(names), 0.2, seed)
-        chosen.append([part[i] for i in (val if split == "val" else train)])
-    if aflw and len(chosen[-1]) > aflw_limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(chosen[-1]), aflw_limit, replace=False))
-        chosen[-1] = [chosen[-1][i] for i in keep]
-    return [photo for part in chosen for photo in part]
+                photos.append(Photo(data_root / AFLW / fields[0], AFLW, [points], float(fields[1])))
+                groups.append(f"{AFLW}:{Path(fields[0]).stem}")  # AFLW names no person: each crop its own
+    if not photos:
+        return []
+    train, val = group_split(np.array(groups), 0.2, seed)
+    chosen = [photos[i] for i in (val if split == "val" else train)]
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for source in (*PHOTO_SOURCES, AFLW):
+        index = [i for i, photo in enumerate(chosen) if photo.source == source]
+        if per_source is not None and len(index) > per_source:
+            index = sorted(rng.choice(index, per_source, replace=False).tolist())
+        drawn += [chosen[i] for i in index]
+    return drawn
 
 
 def bin_name(value: float, edges: tuple[int, ...]) -> str:
@@ -90,9 +93,17 @@ def detectors() -> dict:
     }
 
 
-def evaluate(photos: list[Photo], named: dict, repeats: int = 1) -> dict:
-    """Each detector's recall (overall, by source, size and yaw), false faces per photo and median ms a photo."""
-    tallies = {name: {"found": {}, "false": {}, "photos": {}, "ms": []} for name in named}
+def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tuple[float, ...] = ()) -> dict:
+    """Each detector's recall (overall, by source, size and yaw), false faces per photo and median ms a photo.
+
+    With ``thresholds``, each verified detector (run with the lowest) is also scored keeping only the
+    detections at or above each threshold: one pass gives the whole trade-off.
+    """
+    columns = {name: [(name, 0.0)] for name in named}
+    for name, detector in named.items():
+        if thresholds and detector.scorer is not None:
+            columns[name] = [(f"{name} >= {t}", t) for t in thresholds]
+    tallies = {label: {"found": {}, "false": {}, "photos": {}, "ms": []} for labels in columns.values() for label, _ in labels}
     for photo in photos:
         image = read_image(photo.path)
         side = face_square(photo.faces[0])[2]
@@ -101,26 +112,27 @@ def evaluate(photos: list[Photo], named: dict, repeats: int = 1) -> dict:
         if photo.yaw is not None:
             keys.append(f"{AFLW} |yaw| {bin_name(abs(photo.yaw), YAW_BINS)}")
         for name, detector in named.items():
-            tally = tallies[name]
             times = []
             for _ in range(repeats):
                 started = time.perf_counter()
                 detections = detector(image)
                 times.append(time.perf_counter() - started)
-            tally["ms"].append(1e3 * min(times))
-            found, false = match_faces([d.box for d in detections], photo.faces)
-            for key in keys:
-                tally["found"].setdefault(key, []).extend(found)
-                tally["false"][key] = tally["false"].get(key, 0) + false
-                tally["photos"][key] = tally["photos"].get(key, 0) + 1
+            for label, threshold in columns[name]:
+                tally = tallies[label]
+                tally["ms"].append(1e3 * min(times))
+                found, false = match_faces([d.box for d in detections if d.score >= threshold], photo.faces)
+                for key in keys:
+                    tally["found"].setdefault(key, []).extend(found)
+                    tally["false"][key] = tally["false"].get(key, 0) + false
+                    tally["photos"][key] = tally["photos"].get(key, 0) + 1
     return {
-        name: {
+        label: {
             "median_ms": round(statistics.median(t["ms"]), 2),
             "groups": {key: {"faces": len(found), "recall": round(float(np.mean(found)), 4),
                              "false_per_photo": round(t["false"][key] / t["photos"][key], 4)}
                        for key, found in sorted(t["found"].items())},
         }
-        for name, t in tallies.items()
+        for label, t in tallies.items()
     }
 
 
@@ -128,19 +140,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--split", choices=("val", "train"), default="val")
-    parser.add_argument("--aflw", type=int, default=600, help="AFLW crops drawn from the split (0: none)")
+    parser.add_argument("--per-source", type=int, default=150, help="photos drawn from each source's split")
     parser.add_argument("--detectors", nargs="+", choices=tuple(detectors()), default=list(detectors()))
     parser.add_argument("--repeats", type=int, default=1, help="calls per photo and detector; the fastest is kept")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=(),
+                        help="also score the verified detector keeping only detections at or above each face score")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    photos = annotated_photos(args.data_root, args.split, args.aflw)
+    photos = annotated_photos(args.data_root, args.split, args.per_source)
     if not photos:
         sys.exit(f"error: no annotated photos under {args.data_root}")
     named = {name: detectors()[name]() for name in args.detectors}
+    if args.thresholds:
+        for detector in named.values():
+            detector.threshold = min(detector.threshold, *args.thresholds)
     for detector in named.values():
         detector(read_image(photos[0].path))  # warm-up: the verifier compiles
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    results = evaluate(photos, named, args.repeats)
+    results = evaluate(photos, named, args.repeats, tuple(args.thresholds))
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     keys = list(next(iter(results.values()))["groups"])
     print(f"{len(photos)} photos; load average {' '.join(load_before)} -> {' '.join(load_after)}")
@@ -150,7 +167,8 @@ def main() -> None:
         faces = next(iter(results.values()))["groups"][key]["faces"]
         print(f"{key + f' ({faces})':34}" + "".join(f"{c:>24}" for c in cells))
     print(f"{'median ms a photo':34}" + "".join(f"{r['median_ms']:>24.1f}" for r in results.values()))
-    write_analysis("detection" if args.split == "val" else "detection-train", {
+    name = "detection" if args.split == "val" else "detection-train"
+    write_analysis(f"{name}-thresholds" if args.thresholds else name, {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "photos": len(photos), "load_average": [load_before, load_after], "detectors": results,
     }, args.results)

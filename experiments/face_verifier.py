@@ -68,11 +68,14 @@ def labelled_patches(photos, proposer: FaceDetector, rng: np.random.Generator) -
     return np.concatenate(images), np.array(labels, np.float32)
 
 
-def draw(photos: list, count: int, rng: np.random.Generator) -> list:
-    """``count`` whole photos drawn at random, and every AFLW crop."""
+def draw(photos: list, count: int, crops: int, rng: np.random.Generator, seed: int = 0) -> list:
+    """``count`` whole photos drawn with ``rng`` and ``crops`` AFLW crops drawn with the ``seed``, in their order."""
     whole = [i for i, photo in enumerate(photos) if photo.yaw is None]
-    keep = set(rng.choice(whole, min(count, len(whole)), replace=False).tolist())
-    return [photo for i, photo in enumerate(photos) if photo.yaw is not None or i in keep]
+    aflw = [i for i, photo in enumerate(photos) if photo.yaw is not None]
+    if len(aflw) > crops:
+        aflw = np.random.default_rng(seed).choice(aflw, crops, replace=False).tolist()
+    keep = set(aflw) | set(rng.choice(whole, min(count, len(whole)), replace=False).tolist())
+    return [photo for i, photo in enumerate(photos) if i in keep]
 
 
 @nnx.jit
@@ -108,10 +111,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     proposer = FaceDetector(verifier=None)
     started = time.perf_counter()
-    x_train, y_train = labelled_patches(draw(annotated_photos(args.data_root, "train", args.aflw), args.photos, rng),
-                                        proposer, rng)
-    x_val, y_val = labelled_patches(draw(annotated_photos(args.data_root, "val", args.aflw // 4), args.photos // 4, rng),
-                                    proposer, rng)
+    train = draw(annotated_photos(args.data_root, "train"), args.photos, args.aflw, rng)
+    x_train, y_train = labelled_patches(train, proposer, rng)
+    val = draw(annotated_photos(args.data_root, "val"), args.photos // 4, args.aflw // 4, rng)
+    x_val, y_val = labelled_patches(val, proposer, rng)
     print(f"patches: {len(x_train)} training ({y_train.mean():.1%} faces), {len(x_val)} validation, "
           f"cut in {time.perf_counter() - started:.0f} s")
 

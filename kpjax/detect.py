@@ -101,9 +101,10 @@ class FaceDetector:
 
     def __init__(self, detect_size: int = 320, threshold: float = 0.5, cascades: Sequence[str] = ("frontal", "profile"),
                  min_neighbors: int = 1, scale_factor: float = 1.2, verifier: FaceVerifier | None | str = "shipped"):
-        unknown = set(cascades) - set(CASCADES)
-        if unknown:
-            raise KpjaxError(f"unknown cascade {sorted(unknown)[0]!r}: expected {' or '.join(CASCADES)}")
+        unknown = sorted(set(cascades) - set(CASCADES))
+        if unknown or not cascades:
+            raise KpjaxError(f"unknown cascade {unknown[0]!r}: expected {' or '.join(CASCADES)}" if unknown
+                             else "no cascade to propose faces: expected frontal, profile or both")
         self.cascades = [(name, cv2.CascadeClassifier(cv2.data.haarcascades + CASCADES[name])) for name in cascades]
         self.detect_size = detect_size
         self.threshold = threshold
