@@ -6,7 +6,9 @@ generously: the frontal cascade, and the profile cascade on the image and on
 its mirror (it only knows faces turned one way), each accepting a box found
 by a single neighbour. A small CNN (``kpjax.verify``) then scores every
 proposal 0..1, overlapping ones are merged by non-maximum suppression, and
-those scoring under ``threshold`` are dropped. The cascades run on a grey copy
+those scoring under ``threshold`` are dropped (0.9: on the validation photos
+it finds 94 % of the faces with 0.07 false faces a photo, against 91 % and
+0.06 for the frontal cascade alone; see EXPERIMENTS.md). The cascades run on a grey copy
 shrunk to ``detect_size`` pixels on its longer side: their cost grows with the
 pixel count, and a face under a tenth of the picture is too small for a
 96-pixel model anyway.
@@ -99,7 +101,7 @@ class FaceDetector:
     detector kpjax had before the verifier, kept for comparisons).
     """
 
-    def __init__(self, detect_size: int = 320, threshold: float = 0.5, cascades: Sequence[str] = ("frontal", "profile"),
+    def __init__(self, detect_size: int = 320, threshold: float = 0.9, cascades: Sequence[str] = ("frontal", "profile"),
                  min_neighbors: int = 1, scale_factor: float = 1.2, verifier: FaceVerifier | None | str = "shipped"):
         unknown = sorted(set(cascades) - set(CASCADES))
         if unknown or not cascades:

@@ -55,30 +55,32 @@ class FaceTracker:
     """Faces of consecutive frames, each with an id that it keeps while it is followed.
 
     A followed face is cropped where its previous keypoints put it
-    (``keypoint_box``) and kept while the detector's verifier still scores that
-    crop a face; when one is lost, or every ``redetect`` frames (new faces
+    (``keypoint_box``) and kept while the detector's verifier scores that crop
+    ``keep`` or more: less than the detector asks of a new face (0.9), as
+    MediaPipe's tracking confidence is below its detection confidence, since a
+    face already found needs less proof. When one is lost, or every ``redetect`` frames (new faces
     may have come in), the whole frame is searched again and each face found
     takes the id of the followed face its box overlaps most.
     """
 
-    def __init__(self, predictor, redetect: int = 30):
+    def __init__(self, predictor, redetect: int = 30, keep: float = 0.5):
         if redetect < 1:
             raise KpjaxError(f"--redetect {redetect}: expected a frame count of at least 1")
         if predictor.detector is None or predictor.detector.scorer is None:
             raise KpjaxError("following faces needs the detector and its verifier; use --redetect 1")
         self.predictor = predictor
         self.redetect = redetect
+        self.keep = keep
         self.faces: list[tuple[int, object]] = []  # (id, Face) of the previous frame
         self.since_detection = 0
         self.next_id = 0
         self.detections = 0  # frames searched by the detector, for reports
 
     def __call__(self, frame: np.ndarray) -> list[tuple[int, object]]:
-        detector = self.predictor.detector
         if self.faces and self.since_detection < self.redetect:
             boxes = [keypoint_box(face.points, self.predictor.config.size) for _, face in self.faces]
-            scores = detector.score(frame, boxes)
-            if (scores >= detector.threshold).all():
+            scores = self.predictor.detector.score(frame, boxes)
+            if (scores >= self.keep).all():
                 found = [Detection(tuple(float(v) for v in box), float(score)) for box, score in zip(boxes, scores)]
                 faces = self.predictor([frame], [found])[0]
                 self.faces = [(face_id, face) for (face_id, _), face in zip(self.faces, faces)]

@@ -166,9 +166,10 @@ def test_tracker_keeps_one_face_id_across_frames_of_a_moving_face(predictor, ast
     assert [len(faces) for faces in identified] == [1] * len(frames)
     assert {face_id for faces in identified for face_id, _ in faces} == {0}
     assert tracker.detections == 3  # frames 0, 5 and 10; the others follow the keypoints
-    # The box moves with the face (6 px a frame): its offset from the face varies by a few pixels only.
+    # The box moves with the face (66 px in all): its centre's offset from the face stays within a quarter
+    # of its width (detection boxes and keypoint boxes sit a little apart).
     offsets = [faces[0][1].box[0] + faces[0][1].box[2] / 2 - 6 * i for i, faces in enumerate(identified)]
-    assert np.ptp(offsets) < 12
+    assert np.ptp(offsets) < 0.25 * identified[0][0][1].box[2]
     assert all(0.5 <= face.score <= 1 for faces in identified for _, face in faces)
 
 
