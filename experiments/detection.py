@@ -110,7 +110,7 @@ def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tup
         keys = [f"source {photo.source}", "all", "photos" if photo.source != AFLW else f"{AFLW} (crops)"]
         keys.append(f"size {bin_name(side, SIZE_BINS)} px")
         if photo.yaw is not None:
-            keys.append(f"{AFLW} |yaw| {bin_name(abs(photo.yaw), YAW_BINS)}")
+            keys.append(f"{AFLW} yaw ±{bin_name(abs(photo.yaw), YAW_BINS)}°")
         for name, detector in named.items():
             times = []
             for _ in range(repeats):
