@@ -50,7 +50,8 @@ def annotated_photos(data_root: Path, split: str = "val", per_source: int | None
         if not folder.is_dir():
             continue
         files = landmarks68.frames_csvs(folder)
-        rows = [row for f in files for row in landmarks68.read_frames_csv(f)] if files else landmarks68.read_pts_folder(folder)
+        rows = ([row for f in files for row in landmarks68.read_frames_csv(f)] if files
+                else landmarks68.read_pts_folder(folder))
         for row in rows:
             if row.points is not None and row.image.is_file():
                 photos.append(Photo(row.image, source, [row.points]))
@@ -103,7 +104,8 @@ def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tup
     for name, detector in named.items():
         if thresholds and detector.scorer is not None:
             columns[name] = [(f"{name} >= {t}", t) for t in thresholds]
-    tallies = {label: {"found": {}, "false": {}, "photos": {}, "ms": []} for labels in columns.values() for label, _ in labels}
+    tallies = {label: {"found": {}, "false": {}, "photos": {}, "ms": []}
+               for labels in columns.values() for label, _ in labels}
     for photo in photos:
         image = read_image(photo.path)
         side = face_square(photo.faces[0])[2]
@@ -163,7 +165,8 @@ def main() -> None:
     print(f"{len(photos)} photos; load average {' '.join(load_before)} -> {' '.join(load_after)}")
     print(f"{'':34}" + "".join(f"{name:>24}" for name in results))
     for key in keys:
-        cells = [f"{r['groups'][key]['recall']:7.1%} {r['groups'][key]['false_per_photo']:5.3f} fp" for r in results.values()]
+        cells = [f"{r['groups'][key]['recall']:7.1%} {r['groups'][key]['false_per_photo']:5.3f} fp"
+                 for r in results.values()]
         faces = next(iter(results.values()))["groups"][key]["faces"]
         print(f"{key + f' ({faces})':34}" + "".join(f"{c:>24}" for c in cells))
     print(f"{'median ms a photo':34}" + "".join(f"{r['median_ms']:>24.1f}" for r in results.values()))

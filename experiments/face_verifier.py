@@ -1,6 +1,6 @@
 """Train the face verifier shipped as kpjax/weights/face_verifier.npz (the detector's second stage).
 
-    python experiments/face_verifier.py [--epochs 8] [--photos 1000] [--aflw 800] [--out kpjax/weights/face_verifier.npz]
+    python experiments/face_verifier.py [--epochs 8] [--photos 1000] [--aflw 800] [--out WEIGHTS.npz]
 
 Patches come from the training persons' photos only (kpjax's person split, seed 0), cut exactly as the
 detector cuts them (``kpjax.verify.patches`` on the photo shrunk to the detector's search size):
@@ -133,7 +133,8 @@ def main() -> None:
             x[flip] = x[flip, :, ::-1]
             losses.append(float(train_step(model, optimizer, x, y_train[index])))
         val = rates(Scorer(model)(x_val.astype(np.float32) / 255.0), y_val, 0.5)
-        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), "seconds": round(time.perf_counter() - started, 1), **val})
+        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4),
+                        "seconds": round(time.perf_counter() - started, 1), **val})
         print(history[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_verifier(model, args.out)

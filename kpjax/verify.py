@@ -51,7 +51,8 @@ def patches(grey: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         tx = (CROP - 1) / 2 - scale * (x + (w - 1) / 2)
         ty = (CROP - 1) / 2 - scale * (y + (h - 1) / 2)
         matrix = np.array([[scale, 0.0, tx], [0.0, scale, ty]])
-        out[i, ..., 0] = cv2.warpAffine(grey, matrix, (CROP, CROP), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        flags = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        out[i, ..., 0] = cv2.warpAffine(grey, matrix, (CROP, CROP), flags=flags,
                                         borderMode=cv2.BORDER_REPLICATE)
     return out / 255.0
 

@@ -136,7 +136,8 @@ def faces_by_frame(predictor, capture: cv2.VideoCapture, redetect: int = 30, chu
 
 def predict_video(predictor, path: Path, out_stem: Path, smooth: float | None = None, redetect: int = 30,
                   chunk: int = 16, progress: bool = True) -> dict:
-    """Write ``out_stem.mp4`` (boxes and points drawn) and ``out_stem.csv`` (frame, time, face id, score, box, points)."""
+    """Write ``out_stem.mp4`` (boxes and points drawn) and ``out_stem.csv`` (frame, time, face id, score, box,
+    points)."""
     from kpjax.predict import csv_cells, csv_header, draw_faces
 
     capture = cv2.VideoCapture(str(path))

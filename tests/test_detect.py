@@ -1,4 +1,4 @@
-"""The two-stage face detector (cascade proposals, CNN verifier), the matching rule, and faces followed through video."""
+"""The two-stage face detector (cascade proposals, CNN verifier), the matching rule, faces followed through video."""
 
 from __future__ import annotations
 
