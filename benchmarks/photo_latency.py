@@ -1,12 +1,18 @@
-"""Single-photo latency, detection to keypoints, on a 640x480 photo with one face (scikit-image's astronaut).
+"""Single-photo latency, stage by stage, on a 640x480 JPEG with one face (scikit-image's astronaut), for the
+two-stage detector and the frontal Haar cascade kpjax had before, alternated run by run under the same load.
 
-    python benchmarks/photo_latency.py --model RUN_DIR [--runs 40]
+    python benchmarks/photo_latency.py [--model RUN_DIR] [--runs 40]
+
+Stages: decode (the JPEG), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
+map back to the photo) and overlay (drawing and PNG encoding). Prints the median of each stage and of the
+whole photo (decode to keypoints; the overlay apart), and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,26 +22,61 @@ from skimage import data
 
 from kpjax.checkpoint import load_model
 from kpjax.detect import FaceDetector
-from kpjax.predict import Predictor
+from kpjax.image import read_image
+from kpjax.predict import Predictor, draw_faces
+from kpjax.verify import patches
+
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, 1e3 * (time.perf_counter() - started)
+
+
+def stages(predictor: Predictor, path: Path) -> dict:
+    """One photo through the path, each stage timed (ms)."""
+    detector = predictor.detector
+    image, decode = timed(read_image, path)
+    (grey, _), search = timed(detector.search_image, image)
+    (boxes, _), proposals = timed(detector.proposals, grey)
+    verify = timed(detector.scorer, patches(grey, boxes))[1] if detector.scorer is not None else 0.0
+    detections, detect = timed(detector, image)
+    faces, keypoints = timed(lambda: predictor([image], [detections])[0])
+    _, overlay = timed(lambda: cv2.imencode(".png", cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)))
+    return {"faces": len(faces), "decode": decode, "detect": detect, "  search copy": search,
+            "  proposals": proposals, "  verifier": verify, "keypoints": keypoints, "overlay": overlay,
+            "photo": decode + detect + keypoints}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     model, config = load_model(args.model)
-    predictor = Predictor(model, config, FaceDetector())
+    predictors = {
+        "two-stage": Predictor(model, config, FaceDetector()),
+        "haar (before)": Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None)),
+    }
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
-    faces = predictor([photo])[0]  # warm-up: compiles
-    times = []
-    for _ in range(args.runs):
-        started = time.perf_counter()
-        predictor([photo])
-        times.append((time.perf_counter() - started) * 1e3)
-    print(f"faces {len(faces)}; median {statistics.median(times):.1f} ms, p90 {np.percentile(times, 90):.1f} ms "
-          f"over {args.runs} runs")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "astronaut.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        for predictor in predictors.values():
+            stages(predictor, path)  # warm-up: compiles
+        load_before = Path("/proc/loadavg").read_text().split()[:3]
+        runs = {name: [] for name in predictors}
+        for _ in range(args.runs):
+            for name, predictor in predictors.items():
+                runs[name].append(stages(predictor, path))
+        load_after = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average {' '.join(load_before)} -> {' '.join(load_after)}; medians of {args.runs} alternated runs, ms")
+    print(f"{'stage':16}" + "".join(f"{name:>16}" for name in runs))
+    for stage in runs["two-stage"][0]:
+        print(f"{stage:16}" + "".join(f"{statistics.median(r[stage] for r in rs):16.1f}" for rs in runs.values()))
+    ratio = statistics.median(a["photo"] / b["photo"] for a, b in zip(runs["two-stage"], runs["haar (before)"]))
+    print(f"two-stage / haar, whole photo: {ratio:.2f} (median of the runs' ratios)")
 
 
 if __name__ == "__main__":

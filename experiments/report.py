@@ -213,6 +213,27 @@ def mean_face_rmse(faces) -> float:
     return keypoint_metrics(guess, faces)["rmse_px"]
 
 
+def _detection_section(records: list[dict]) -> list[str]:
+    """Face detection on the validation persons' photos: one column per detector, recall and false faces per row."""
+    columns = {name: figures for record in records for name, figures in record["detectors"].items()}
+    keys = list(next(iter(columns.values()))["groups"])
+    loads = "; ".join(" ".join(record["load_average"][0]) for record in records)
+    lines = ["", "## Finding faces (`experiments/detection.py`)", "",
+             "Annotated faces found (kpjax.photo_eval.match_faces: the box holds the points' centroid and overlaps their",
+             "square with IoU >= 0.3) and false faces per photo, on the validation persons' photos; AFLW's 120x120",
+             f"crops (every pose) apart. Median ms a photo on this shared 2-core CPU (load average {loads}).", "",
+             "| faces | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for key in keys:
+        cells = []
+        for figures in columns.values():
+            group = figures["groups"].get(key)
+            cells.append("-" if group is None else f"{group['recall']:.1%}, {group['false_per_photo']:.3f} false")
+        faces = next(iter(columns.values()))["groups"][key]["faces"]
+        lines.append(f"| {key} ({faces}) | " + " | ".join(cells) + " |")
+    lines.append("| median ms a photo | " + " | ".join(f"{f['median_ms']:.1f}" for f in columns.values()) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
@@ -299,11 +320,15 @@ def main() -> None:
     noise = json.loads(noise_file.read_text()) if noise_file.exists() else None
     if noise:
         lines += _noise_section(noise, results, seed_rmse)
+    detection = [json.loads(p.read_text()) for p in sorted((args.results / "analysis").glob("detection*.json"))]
+    if detection:
+        lines += _detection_section(detection)
     lines += ["", "## Commands", ""]
     lines += [f"- {r['name']}: `{r['command']}`" for r in results + sweep]
     lines += [f"- ensemble: `{record['command']}`" for record in ensembles]
     if noise:
         lines.append(f"- label noise: `{noise['command']}`")
+    lines += [f"- face detection: `{record['command']}`" for record in detection]
     lines += ["", "## Figures", ""]
     for r in results:
         curve = args.runs / r["name"] / "learning_curve.png"

@@ -224,6 +224,9 @@ def predict(
         "--flip-tta", help="Average with the mirrored face's prediction (flip test-time augmentation).")] = False,
     smooth: Annotated[Optional[float], typer.Option(help="Video: exponential smoothing weight of the newest "
                                                     "frame, in (0, 1].")] = None,
+    redetect: Annotated[int, typer.Option(min=1, help="Video: search the whole frame every N frames and when a "
+                                          "face is lost, following faces from their keypoints in between; "
+                                          "1 searches every frame.")] = 30,
     batch: Annotated[int, typer.Option(min=1, help="Faces per network call.")] = 32,
 ):
     """Find every face, predict its keypoints in the original pixels, draw them, and write the results.
@@ -237,8 +240,8 @@ def predict(
     net, config = _load_model(model)
     predictor = Predictor(net, config, None if no_detect else FaceDetector(detect_size), batch_size=batch,
                           passes=passes, flip_tta=flip_tta)
-    summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, progress=sys.stderr.isatty(),
-                            echo=typer.echo, warn=lambda line: typer.echo(line, err=True))
+    summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, redetect=redetect,
+                            progress=sys.stderr.isatty(), echo=typer.echo, warn=lambda line: typer.echo(line, err=True))
     typer.echo(f"{summary['images']} images, {summary['videos']} videos, {summary['faces']} faces "
                f"({summary['no_face']} images without a face, {summary['unreadable']} unreadable); "
                f"images in {summary['seconds']:.2f}s, {summary['images_per_second']:.1f} images/s; results in {out}")

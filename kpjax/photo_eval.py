@@ -130,6 +130,13 @@ def match_faces(boxes: list, faces: list[np.ndarray]) -> list[int | None]:
     return matched
 
 
+def found_and_false(boxes: list, faces: list[np.ndarray]) -> tuple[list[bool], int]:
+    """Which annotated faces the boxes found (``match_faces``), and how many boxes are false faces."""
+    matched = match_faces(boxes, faces)
+    found = [m is not None for m in matched]
+    return found, len(boxes) - sum(found)
+
+
 def face_nme(predicted: np.ndarray, truth: np.ndarray, layout: str) -> float:
     """RMSE of the annotated points over the outer-eye-corner distance; NaN when a corner is not annotated."""
     a, b = OUTER_CORNERS[layout]

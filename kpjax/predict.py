@@ -104,10 +104,12 @@ class Predictor:
                                         self.flip_permutation)[:n]
         return denormalise(normalised, self.config.size).reshape(n, -1, 2)
 
-    def __call__(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Every face of every image, the crops of all images predicted together, pass by pass."""
+    def __call__(self, images: list[np.ndarray], detections: list[list[Detection]] | None = None) -> list[list[Face]]:
+        """Every face of every image, the crops of all images predicted together, pass by pass; ``detections``
+        (one list per image) replaces the detector, e.g. with boxes that follow faces from a previous frame."""
         size, color = self.config.size, self.config.color
-        located = [self.locate(image) for image in images]
+        located = ([self.locate(image) for image in images] if detections is None else
+                   [[(d, box_matrix(d.box, size)) for d in found] for found in detections])
         faces = [(i, d, m) for i, found in enumerate(located) for d, m in found]
         matrices = [m for _, _, m in faces]
         points: list[np.ndarray] = [np.zeros((0, 2))] * len(faces)
@@ -225,8 +227,8 @@ class ImageResult:
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: str = "json",
-                  smooth: float | None = None, chunk: int = 32, progress: bool = True, echo=print,
-                  warn=lambda line: print(line, file=sys.stderr)) -> dict:
+                  smooth: float | None = None, redetect: int = 30, chunk: int = 32, progress: bool = True,
+                  echo=print, warn=lambda line: print(line, file=sys.stderr)) -> dict:
     """Predict images, folders and videos; write overlays and ``predictions.{json,csv}`` to ``out_dir``.
 
     Images are read and detected ``chunk`` at a time and their faces predicted
@@ -276,7 +278,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
     for path in videos:
         try:
             result = predict_video(predictor, path, out_dir / _overlay_name(path, taken, ""), smooth=smooth,
-                                   progress=progress)
+                                   redetect=redetect, progress=progress)
         except KpjaxError as error:
             warn(f"skipped: {error}")
             summary["unreadable"] += 1

@@ -1,0 +1,182 @@
+"""Face detection on the shared photos: how many annotated faces each detector finds, how many false faces it
+reports, and how long it takes, on the validation persons (``--split train`` for the training persons).
+
+    python experiments/detection.py [--detectors haar proposals verified] [--per-source 150] [--thresholds 0.5 0.9]
+
+A face is found under ``kpjax.photo_eval.match_faces`` (the end-to-end evaluation's rule). Recall is broken down by
+source, by the annotated face's size in the photo and, on AFLW, by yaw. Times are medians over the photos,
+detectors alternated photo by photo so that they share the machine's load; ``--repeats`` times each call more
+than once. Writes ``experiments/results/analysis/detection.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, write_analysis
+
+from kpjax.dataset import group_split
+from kpjax.detect import FaceDetector
+from kpjax.photo_eval import face_square, found_and_false
+from kpjax.image import read_image
+from kpjax.sources import landmarks68
+
+PHOTO_SOURCES = ("helen-68-train", "fgnet-68", "youtube-faces-68")  # whole photos, one annotated face each
+AFLW = "aflw-21"  # 120x120 crops of every pose, with yaw
+SIZE_BINS = (48, 96, 160)  # the annotated face's side in the photo's pixels
+YAW_BINS = (30, 60, 90)  # |yaw| in degrees
+
+
+@dataclasses.dataclass
+class Photo:
+    path: Path
+    source: str
+    faces: list[np.ndarray]  # each face's (K, 2) annotated points, NaN where missing
+    yaw: float | None = None
+
+
+def annotated_photos(data_root: Path, split: str = "val", per_source: int | None = None, seed: int = 0) -> list[Photo]:
+    """The photos of kpjax's person split (seed 0, 20 %) with their annotated faces, at most ``per_source`` of
+    each source (drawn at random)."""
+    photos, groups = [], []
+    for source in PHOTO_SOURCES:
+        folder = data_root / source
+        if not folder.is_dir():
+            continue
+        files = landmarks68.frames_csvs(folder)
+        rows = ([row for f in files for row in landmarks68.read_frames_csv(f)] if files
+                else landmarks68.read_pts_folder(folder))
+        for row in rows:
+            if row.points is not None and row.image.is_file():
+                photos.append(Photo(row.image, source, [row.points]))
+                groups.append(f"{source}:{row.group}")
+    labels = data_root / AFLW / "labels.csv"
+    if labels.is_file():
+        with open(labels, newline="") as f:
+            table = csv.reader(f)
+            next(table)
+            for fields in table:
+                points = np.array([float(v) if v else np.nan for v in fields[2:]]).reshape(-1, 2)
+                photos.append(Photo(data_root / AFLW / fields[0], AFLW, [points], float(fields[1])))
+                groups.append(f"{AFLW}:{Path(fields[0]).stem}")  # AFLW names no person: each crop its own
+    if not photos:
+        return []
+    train, val = group_split(np.array(groups), 0.2, seed)
+    chosen = [photos[i] for i in (val if split == "val" else train)]
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for source in (*PHOTO_SOURCES, AFLW):
+        index = [i for i, photo in enumerate(chosen) if photo.source == source]
+        if per_source is not None and len(index) > per_source:
+            index = sorted(rng.choice(index, per_source, replace=False).tolist())
+        drawn += [chosen[i] for i in index]
+    return drawn
+
+
+def bin_name(value: float, edges: tuple[int, ...]) -> str:
+    for low, high in zip((0, *edges), edges):
+        if value < high:
+            return f"{low}-{high}"
+    return f">={edges[-1]}"
+
+
+def detectors() -> dict:
+    return {
+        "haar": lambda: FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None),  # kpjax's detector before
+        "proposals": lambda: FaceDetector(verifier=None),  # the first stage alone
+        "verified": FaceDetector,  # the shipped two-stage detector
+    }
+
+
+def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tuple[float, ...] = ()) -> dict:
+    """Each detector's recall (overall, by source, size and yaw), false faces per photo and median ms a photo.
+
+    With ``thresholds``, each verified detector (run with the lowest) is also scored keeping only the
+    detections at or above each threshold: one pass gives the whole trade-off.
+    """
+    columns = {name: [(name, 0.0)] for name in named}
+    for name, detector in named.items():
+        if thresholds and detector.scorer is not None:
+            columns[name] = [(f"{name} >= {t}", t) for t in thresholds]
+    tallies = {label: {"found": {}, "false": {}, "photos": {}, "ms": []}
+               for labels in columns.values() for label, _ in labels}
+    for photo in photos:
+        image = read_image(photo.path)
+        side = face_square(photo.faces[0])[2]
+        keys = [f"source {photo.source}", "all", "photos" if photo.source != AFLW else f"{AFLW} (crops)"]
+        keys.append(f"size {bin_name(side, SIZE_BINS)} px")
+        if photo.yaw is not None:
+            keys.append(f"{AFLW} yaw ±{bin_name(abs(photo.yaw), YAW_BINS)}°")
+        for name, detector in named.items():
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                detections = detector(image)
+                times.append(time.perf_counter() - started)
+            for label, threshold in columns[name]:
+                tally = tallies[label]
+                tally["ms"].append(1e3 * min(times))
+                found, false = found_and_false([d.box for d in detections if d.score >= threshold], photo.faces)
+                for key in keys:
+                    tally["found"].setdefault(key, []).extend(found)
+                    tally["false"][key] = tally["false"].get(key, 0) + false
+                    tally["photos"][key] = tally["photos"].get(key, 0) + 1
+    return {
+        label: {
+            "median_ms": round(statistics.median(t["ms"]), 2),
+            "groups": {key: {"faces": len(found), "recall": round(float(np.mean(found)), 4),
+                             "false_per_photo": round(t["false"][key] / t["photos"][key], 4)}
+                       for key, found in sorted(t["found"].items())},
+        }
+        for label, t in tallies.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--split", choices=("val", "train"), default="val")
+    parser.add_argument("--per-source", type=int, default=150, help="photos drawn from each source's split")
+    parser.add_argument("--detectors", nargs="+", choices=tuple(detectors()), default=list(detectors()))
+    parser.add_argument("--repeats", type=int, default=1, help="calls per photo and detector; the fastest is kept")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=(),
+                        help="also score the verified detector keeping only detections at or above each face score")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args()
+    photos = annotated_photos(args.data_root, args.split, args.per_source)
+    if not photos:
+        sys.exit(f"error: no annotated photos under {args.data_root}")
+    named = {name: detectors()[name]() for name in args.detectors}
+    if args.thresholds:
+        for detector in named.values():
+            detector.threshold = min(detector.threshold, *args.thresholds)
+    for detector in named.values():
+        detector(read_image(photos[0].path))  # warm-up: the verifier compiles
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    results = evaluate(photos, named, args.repeats, tuple(args.thresholds))
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    keys = list(next(iter(results.values()))["groups"])
+    print(f"{len(photos)} photos; load average {' '.join(load_before)} -> {' '.join(load_after)}")
+    print(f"{'':34}" + "".join(f"{name:>24}" for name in results))
+    for key in keys:
+        cells = [f"{r['groups'][key]['recall']:7.1%} {r['groups'][key]['false_per_photo']:5.3f} fp"
+                 for r in results.values()]
+        faces = next(iter(results.values()))["groups"][key]["faces"]
+        print(f"{key + f' ({faces})':34}" + "".join(f"{c:>24}" for c in cells))
+    print(f"{'median ms a photo':34}" + "".join(f"{r['median_ms']:>24.1f}" for r in results.values()))
+    name = "detection" if args.split == "val" else "detection-train"
+    write_analysis(f"{name}-thresholds" if args.thresholds else name, {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "photos": len(photos), "load_average": [load_before, load_after], "detectors": results,
+    }, args.results)
+
+
+if __name__ == "__main__":
+    main()
