@@ -29,7 +29,7 @@ from common import ROOT, write_analysis  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
-from kpjax.detect import FaceDetector  # noqa: E402
+from kpjax.detect import DETECTORS, make_detector  # noqa: E402
 from kpjax.predict import Predictor  # noqa: E402
 
 PHOTO_SOURCES = {"helen": "helen-68-train", "fgnet": "fgnet-68"}
@@ -46,6 +46,10 @@ def main() -> None:
                         help="a peer's predictions.json per source, {source} standing for helen or fgnet")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--pipelines", nargs="+", choices=tuple(PIPELINES), default=list(PIPELINES))
+    parser.add_argument("--detector", choices=tuple(DETECTORS), default="fast",
+                        help="kpjax's face detector for every kpjax row (the peers bring their own)")
+    parser.add_argument("--append", action="store_true",
+                        help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "photos_ced.png")
     parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "photos-worst",
@@ -61,10 +65,10 @@ def main() -> None:
     for model_dir, label in runs:
         passes, flip_tta = PIPELINES[label]
         net, config = load_model(model_dir)
-        predictor = Predictor(net, config, FaceDetector(), batch_size=1, passes=passes, flip_tta=flip_tta)
+        predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes, flip_tta=flip_tta)
         records = photo_eval.run_pipeline(predictor, everything)
         metrics = photo_eval.score(everything, records)
-        name = f"kpjax {(model_dir or Path('shipped')).name}, {label}"
+        name = f"kpjax {(model_dir or Path('shipped')).name}, {label}, {args.detector} detector"
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))
         rows.append({"pipeline": name, "model": str(model_dir or "shipped"), "passes": passes,
                      "flip_tta": flip_tta, "metrics": metrics})
@@ -82,6 +86,11 @@ def main() -> None:
         "persons": "validation persons of kpjax's group split (seed 0, 20 %)",
         "rows": rows,
     }
+    existing = args.results / "analysis" / "photos-end-to-end.json"
+    if args.append and existing.exists():
+        earlier = json.loads(existing.read_text())
+        record["rows"] = earlier["rows"] + rows
+        record["command"] = f"{earlier['command']}; then {record['command']}"
     write_analysis("photos-end-to-end", record, args.results)
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     photo_eval.plot_ced({row["pipeline"]: row["metrics"]["nmes"] for row in rows}, args.figure,

@@ -117,6 +117,8 @@ def train(
 
 DetectSizeOption = Annotated[int, typer.Option(min=64, help="Longer side (px) faces are searched at; "
                                                "raise it to find smaller faces.")]
+DetectorOption = Annotated[str, typer.Option(help="Face detector: fast (the frontal Haar cascade) or thorough "
+                                            "(frontal and profile cascades, turned faces too; slower, more false faces).")]
 PassesOption = Annotated[int, typer.Option(min=1, help="Predictions per face: each pass re-crops the face from "
                                            "the previous pass's keypoints.")]
 
@@ -142,12 +144,13 @@ def evaluate(
     ced: Annotated[Optional[Path], typer.Option(help="--detect: write the cumulative error curve here (PNG).")] = None,
     passes: PassesOption = 3,
     detect_size: DetectSizeOption = 320,
+    detector: DetectorOption = "fast",
 ):
     """Accuracy of a trained model: on face crops (MSE/MAE, RMSE px, NME, per keypoint) or, with --detect, end
     to end on the photos of any annotated source."""
     if detect:
         _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed, predictions, ced, passes,
-                         detect_size)
+                         detector, detect_size)
         return
     from kpjax.evaluate import evaluate_model
     from kpjax.keypoints import LAYOUTS
@@ -167,7 +170,7 @@ def evaluate(
 
 
 def _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed, predictions, ced, passes,
-                     detect_size) -> None:
+                     detector, detect_size) -> None:
     from kpjax import photo_eval
 
     if not data:
@@ -183,11 +186,12 @@ def _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed
             except (OSError, ValueError) as error:
                 raise KpjaxError(f"--predictions {file}: unreadable ({error})") from None
     else:
-        from kpjax.detect import FaceDetector
+        from kpjax.detect import make_detector
         from kpjax.predict import Predictor
 
         net, config = _load_model(model)
-        predictor = Predictor(net, config, FaceDetector(detect_size), batch_size=1, passes=passes, flip_tta=flip_tta)
+        predictor = Predictor(net, config, make_detector(detector, detect_size), batch_size=1, passes=passes,
+                              flip_tta=flip_tta)
         records = photo_eval.run_pipeline(predictor, photos, progress=sys.stderr.isatty())
     metrics = photo_eval.score(photos, records)
     if ced is not None:
@@ -219,6 +223,7 @@ def predict(
     fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     no_detect: Annotated[bool, typer.Option("--no-detect", help="Take every image whole as one face crop.")] = False,
     detect_size: DetectSizeOption = 320,
+    detector: DetectorOption = "fast",
     passes: PassesOption = 3,
     flip_tta: Annotated[bool, typer.Option(
         "--flip-tta", help="Average with the mirrored face's prediction (flip test-time augmentation).")] = False,
@@ -234,12 +239,12 @@ def predict(
     A size x size image (a Kaggle crop) is taken as a face already. Exit status 2 when an input is missing or
     unreadable (the others are still done), else 3 when no face is found at all.
     """
-    from kpjax.detect import FaceDetector
+    from kpjax.detect import make_detector
     from kpjax.predict import Predictor, predict_paths
 
     net, config = _load_model(model)
-    predictor = Predictor(net, config, None if no_detect else FaceDetector(detect_size), batch_size=batch,
-                          passes=passes, flip_tta=flip_tta)
+    predictor = Predictor(net, config, None if no_detect else make_detector(detector, detect_size),
+                          batch_size=batch, passes=passes, flip_tta=flip_tta)
     summary = predict_paths(predictor, inputs, out, fmt=fmt, smooth=smooth, redetect=redetect,
                             progress=sys.stderr.isatty(), echo=typer.echo, warn=lambda line: typer.echo(line, err=True))
     typer.echo(f"{summary['images']} images, {summary['videos']} videos, {summary['faces']} faces "
@@ -259,16 +264,17 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
     batch: Annotated[int, typer.Option(min=1, help="Most images, and faces, per network call.")] = 8,
     detect_size: DetectSizeOption = 320,
+    detector: DetectorOption = "fast",
     passes: PassesOption = 3,
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest request body accepted, MiB.")] = 10,
 ):
     """A web page (/) that draws the keypoints on a photo, and an HTTP API: POST /v1/keypoints, /docs."""
     from kpjax.serve import serve as run_server  # first: without the serve extra, fail before loading the model
-    from kpjax.detect import FaceDetector
+    from kpjax.detect import make_detector
     from kpjax.predict import Predictor
 
     net, config = _load_model(model)
-    predictor = Predictor(net, config, FaceDetector(detect_size), batch_size=batch, passes=passes)
+    predictor = Predictor(net, config, make_detector(detector, detect_size), batch_size=batch, passes=passes)
     run_server(predictor, str(model) if model else "default", host, port, max_upload_mb << 20, echo=typer.echo)
 
 

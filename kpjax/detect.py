@@ -27,6 +27,7 @@ from kpjax.image import apply_affine
 from kpjax.verify import FaceVerifier, Scorer, load_verifier, patches
 
 CASCADES = {"frontal": "haarcascade_frontalface_default.xml", "profile": "haarcascade_profileface.xml"}
+DETECTORS = {"fast": {"cascades": ("frontal",), "min_neighbors": 4, "threshold": 0.0}, "thorough": {}}
 
 # Where the model's square frame sits relative to a Haar box (x, y, w, h): its
 # centre, in box widths and heights, and its side, in box widths. Measured on
@@ -90,6 +91,16 @@ def suppress(boxes: np.ndarray, scores: np.ndarray, max_overlap: float = 0.5) ->
         if not kept or overlap(boxes[i], boxes[kept]).max() <= max_overlap:
             kept.append(int(i))
     return kept
+
+
+def make_detector(name: str, detect_size: int = 320) -> "FaceDetector":
+    """``--detector``: ``fast`` is the frontal cascade as kpjax used it before the verifier, its boxes kept and
+    scored by the verifier (its precision, at its speed); ``thorough`` adds the profile cascade on the image and
+    its mirror and keeps what the verifier accepts: more faces, turned ones too, at 2.6x the time and with more
+    false faces (EXPERIMENTS.md, the end-to-end table)."""
+    if name not in DETECTORS:
+        raise KpjaxError(f"--detector {name}: expected {' or '.join(DETECTORS)}")
+    return FaceDetector(detect_size, **DETECTORS[name])
 
 
 class FaceDetector:
