@@ -20,6 +20,16 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def run_dir(request) -> Path:
+    """The shipped default model when there is one, else the session's small trained run."""
+    from kpjax.checkpoint import DEFAULT_MODEL
+
+    if (DEFAULT_MODEL / "config.json").is_file():
+        return DEFAULT_MODEL
+    return request.getfixturevalue("trained_run")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real face datasets beside the project; tests that need them skip on a fresh machine."""

@@ -13,7 +13,7 @@ import skimage.data
 from flax import nnx
 from typer.testing import CliRunner
 
-from kpjax.checkpoint import DEFAULT_MODEL, load_model
+from kpjax.checkpoint import load_model
 from kpjax.cli import app
 from kpjax.detect import FaceDetector, box_matrix, keypoint_box, suppress
 from kpjax.photo_eval import found_and_false
@@ -35,14 +35,6 @@ def detector() -> FaceDetector:
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
     return skimage.data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def run_dir(request) -> Path:
-    """The shipped default model when there is one, else the session's small trained run."""
-    if (DEFAULT_MODEL / "config.json").is_file():
-        return DEFAULT_MODEL
-    return request.getfixturevalue("trained_run")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
 
-from kpjax.checkpoint import DEFAULT_MODEL, load_model
+from kpjax.checkpoint import load_model
 from kpjax.cli import app, run
 from kpjax.detect import FRAME_SIDE, FaceDetector, box_matrix, frame_box
 from kpjax.image import apply_affine, invert_affine
@@ -24,14 +24,6 @@ from kpjax.video import Smoother
 K = {name: i for i, name in enumerate(KAGGLE_NAMES)}
 # The astronaut's face (Eileen Collins) in skimage.data.astronaut(): eyes near (215, 100) and (255, 103).
 ASTRONAUT_FACE = (170, 55, 110, 115)  # x, y, w, h: a box the detection's centre must fall in
-
-
-@pytest.fixture(scope="module")
-def run_dir(request) -> Path:
-    """The shipped default model when there is one, else the session's small trained run."""
-    if (DEFAULT_MODEL / "config.json").is_file():
-        return DEFAULT_MODEL
-    return request.getfixturevalue("trained_run")
 
 
 @pytest.fixture(scope="module")

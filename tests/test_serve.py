@@ -247,7 +247,7 @@ def test_concurrent_requests_are_batched_and_never_compile(server, predictor, as
         predictor.gate.set()
         jax.monitoring.unregister_event_duration_listener(count)
 
-    first, rest = predictor.calls[0], requests - predictor.calls[0]
+    rest = requests - predictor.calls[0]
     assert predictor.calls[1:] == [BATCH] * (rest // BATCH) + ([rest % BATCH] if rest % BATCH else [])
     assert compilations == []
     for i, (status, result) in enumerate(results):
