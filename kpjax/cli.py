@@ -391,6 +391,14 @@ def data_convert(
     typer.echo(f"wrote {rows} faces to {out}")
 
 
+def _without_closed_loop_reports(hook):
+    """``sys.unraisablehook`` less the "Event loop is closed" errors of callbacks that outlive Orbax's loop."""
+    def unraisable(report):
+        if not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"):
+            hook(report)
+    return unraisable
+
+
 def run(args: list[str]) -> int:
     """The command line ``args``, run; its exit status. Every failure is one line on stderr, never a traceback:
 
@@ -401,8 +409,11 @@ def run(args: list[str]) -> int:
 
     from kpjax.train import TrainingInterrupted
 
-    # Orbax's worker threads log the failure that is reported here once more, with their tracebacks.
-    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    # Orbax's worker threads log the failure that is reported here once more, with their tracebacks; after a
+    # failed checkpoint write, TensorStore's threads and asyncio report it again to an event loop already closed.
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    sys.unraisablehook = _without_closed_loop_reports(sys.unraisablehook)
     click = sys.modules[typer.BadParameter.__module__]  # click's exceptions, vendored by typer >= 0.2x
 
     try:

@@ -267,8 +267,6 @@ def _in_a_mount_namespace(setup: str, args: list, cwd: Path) -> subprocess.Compl
                           capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-@pytest.mark.xfail(reason="the error: line is right and the exit status 2, but TensorStore's native threads print "
-                          "'Event loop is closed' tracebacks around a failed save (#17.7, open)", strict=False)
 def test_disk_full_is_one_line(tmp_path):
     (tmp_path / "small").mkdir()
     result = _in_a_mount_namespace("mount -t tmpfs -o size=2m tmpfs small", [*TRAIN, "--run-dir", "small/run"],
