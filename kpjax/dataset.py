@@ -53,9 +53,11 @@ class Dataset:
         """(N, 2K) bool: which target values are present."""
         return ~np.isnan(self.keypoints.reshape(len(self), 2 * self.layout.num_keypoints))
 
-    def targets(self) -> np.ndarray:
-        """(N, 2K) float32 in the seed's units, missing values set to 0 (masked out)."""
-        flat = normalise(self.keypoints.reshape(len(self), 2 * self.layout.num_keypoints), self.size)
+    def targets(self, margin: int = 0) -> np.ndarray:
+        """(N, 2K) float32 in the seed's units, missing values set to 0 (masked out); with a ``margin``, in the
+        units of the frame inside the crops (``crop(margin)``'s targets, without copying the images)."""
+        flat = normalise(self.keypoints.reshape(len(self), 2 * self.layout.num_keypoints) - margin,
+                         self.size - 2 * margin)
         return np.nan_to_num(flat, nan=0.0).astype(np.float32)
 
     def subset(self, index: np.ndarray) -> Dataset:

@@ -219,9 +219,8 @@ def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resu
         atomic_write(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
     train_step = make_train_step(tx, make_augmentation(config, layout))
-    framed = train_share.crop(config.margin)  # targets in the model's frame; images keep their context
-    device_data = parallel.put_data({
-        "images": train_share.images, "targets": framed.targets(), "mask": framed.mask,
+    device_data = parallel.put_data({  # images keep their context; targets are in the model's frame
+        "images": train_share.images, "targets": train_share.targets(config.margin), "mask": train_share.mask,
     })
     root_key = jax.random.key(config.seed)
 

@@ -164,6 +164,7 @@ def test_random_affine_crops_the_frame_out_of_its_context():
     out = random_affine(batch, jax.random.key(0), rotation=0.0, scale=0.0, shift=0.0, size=96)
     np.testing.assert_allclose(np.asarray(out["images"]), framed.images.astype(np.float32), atol=1e-3)
     np.testing.assert_allclose(np.asarray(out["targets"]), framed.targets(), atol=1e-6)
+    np.testing.assert_allclose(context.targets(16), framed.targets(), atol=1e-6)
     assert context.crop(16).pad(16).keypoints.tolist() == context.keypoints.tolist()
 
     dot = np.zeros((8, 128, 128, 1), np.float32)

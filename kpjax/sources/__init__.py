@@ -66,8 +66,9 @@ def detect_format(path: Path) -> str:
     raise KpjaxError(f"{path}: unknown data format ({FORMAT_HELP})")
 
 
-def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, str | None, list]:
-    """A face-landmark source's name, its markup (None: to detect) and its rows, each face's points as read."""
+def _landmark_source(path: Path, options: LoadOptions):
+    """A face-landmark source's name, its markup (None: to detect) and a reader of its rows (called only when
+    the rows are needed: a cached conversion does without them)."""
     from kpjax.sources import aflw, convert, landmarks68, mtfl
 
     fmt = detect_format(path)
@@ -83,17 +84,23 @@ def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, st
         "pts": (lambda folder: [folder], landmarks68.read_pts_folder),
         "aflw": (lambda found: [aflw.labels_file(found)], aflw.read_labels),
     }[fmt]
-    return source, markup, [row for file in files(path) for row in read(file)]
+    return source, markup, lambda: [row for file in files(path) for row in read(file)]
+
+
+def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, str | None, list]:
+    """A face-landmark source's name, its markup (None: to detect) and its rows, each face's points as read."""
+    source, markup, rows = _landmark_source(path, options)
+    return source, markup, rows()
 
 
 def _load_landmarks(path: Path, fmt: str, options: LoadOptions) -> Dataset:
     """A face-landmark source converted to the options' frame (cached), its skipped rows reported."""
     from kpjax.sources import cache, convert
 
-    source, markup, rows = read_rows(path, options)
+    source, markup, rows = _landmark_source(path, options)
 
     def convert_source():
-        return convert.convert_rows(rows, source, markup, options.layout, options.size, options.color,
+        return convert.convert_rows(rows(), source, markup, options.layout, options.size, options.color,
                                     options.margin)
 
     settings = dict(format=fmt, layout=options.layout.name, size=options.size, color=options.color, markup=markup,
