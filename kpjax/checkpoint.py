@@ -162,7 +162,8 @@ def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Mo
     layout = LAYOUTS[config.keypoints]
     abstract = nnx.eval_shape(
         lambda: create_model(
-            config.model, num_outputs=2 * layout.num_keypoints, size=config.size, channels=3 if config.color else 1
+            config.model, num_outputs=2 * layout.num_keypoints, size=config.size, channels=3 if config.color else 1,
+            error_head=config.error_head,
         )
     )
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)

@@ -11,6 +11,9 @@ from kpjax.errors import KpjaxError
 # The train options whose names are not their field's: the rest are ``--`` + the field, dashed.
 OPTION_NAMES = {"batch_size": "--batch", "learning_rate": "--lr", "flip": "--no-flip"}
 
+# Settings added after runs were saved without them, at the value those runs had: their models lack the part.
+LEGACY_DEFAULTS = {"error_head": False}
+
 
 def option_name(field: str) -> str:
     return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
@@ -42,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     split_seed: int | None = None  # seed of the validation split; None: seed. Fixed, runs of several seeds share it
     devices: int | str = 1  # devices per process for data parallelism, or "all"
+    error_head: bool = True  # heatmap models: learn each keypoint's expected error beside it
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -49,7 +53,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in json.loads(text).items() if k in known}})
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainConfig:

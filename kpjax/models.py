@@ -158,7 +158,7 @@ class HeatmapCNN(nnx.Module):
     """
 
     def __init__(self, *, num_outputs: int, size: int, channels: int, rngs: nnx.Rngs,
-                 widths: tuple[int, ...] = (32, 64, 96, 96), decoder: int = 64):
+                 widths: tuple[int, ...] = (32, 64, 96, 96), decoder: int = 64, error_head: bool = False):
         if size % 16:
             raise KpjaxError(f"--model heatmap needs a --size divisible by 16, got {size}")
         self.size = size
@@ -170,9 +170,26 @@ class HeatmapCNN(nnx.Module):
         self.skip_4 = nnx.Conv(widths[1], decoder, (1, 1), rngs=rngs)
         self.decoder_norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in (widths[2], decoder)])
         self.heatmaps = nnx.Conv(decoder, num_outputs // 2, (1, 1), rngs=rngs)
+        # Created last, so the keypoint layers draw the same initial weights with or without it.
+        self.error_head = ErrorHead(decoder, widths[3], rngs=rngs) if error_head else None
 
-    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        train = rngs is not None
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, with_error: bool = False):
+        """(N, 2K) keypoints; with ``with_error``, also each keypoint's log expected error in frame pixels
+        (N, K), or None for a model without an error head."""
+        decoded, context = self._features(x, train=rngs is not None)
+        n, h, w, k = (*decoded.shape[:3], self.heatmaps.out_features)
+        weights = jax.nn.softmax(self.heatmaps(decoded).reshape(n, h * w, k), axis=1).reshape(n, h, w, k)
+        points, spread = self._soft_argmax(weights)
+        if not with_error:
+            return points
+        if self.error_head is None:
+            return points, None
+        # The error head learns from the keypoints' errors without changing how they are found.
+        log_error = self.error_head(*jax.lax.stop_gradient((decoded, weights, context, spread)))
+        return points, log_error
+
+    def _features(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        """The decoder's features at 1/4 resolution and the encoder's at 1/16."""
         x = jax.nn.relu(_conv_same(_space_to_depth_2x(x), self.encoder[0]))
         features = [x]  # at 1/2, 1/4, 1/8 and 1/16 of the input
         for conv, norm in zip(self.encoder[1:], self.encoder_norms):
@@ -182,16 +199,40 @@ class HeatmapCNN(nnx.Module):
         x = jax.nn.relu(self.decoder_norms[0](x, use_running_average=not train))
         x = _upsample_2x(_conv_same(x, self.up_8_to_4)) + self.skip_4(features[1])
         x = jax.nn.relu(self.decoder_norms[1](x, use_running_average=not train))
-        return self._soft_argmax(self.heatmaps(x))
+        return x, features[3]
 
-    def _soft_argmax(self, logits: jax.Array) -> jax.Array:
-        n, h, w, k = logits.shape
-        weights = jax.nn.softmax(logits.reshape(n, h * w, k), axis=1).reshape(n, h, w, k)
+    def _soft_argmax(self, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Each heatmap's expected position (N, 2K, seed's units) and spread (N, K): the RMS distance of its
+        mass from that position, in frame pixels."""
+        n, h, w, k = weights.shape
         half = self.size / 2
         centres = ((jnp.arange(w) + 0.5) * (self.size / w) - 0.5 - half) / half  # cell centres, seed's units
         x = jnp.sum(weights * centres[None, None, :, None], axis=(1, 2))
         y = jnp.sum(weights * centres[None, :, None, None], axis=(1, 2))
-        return jnp.concatenate([x[..., None], y[..., None]], axis=-1).reshape(n, 2 * k)  # x0, y0, x1, ...
+        variance = (jnp.sum(weights * centres[None, None, :, None] ** 2, axis=(1, 2)) - x**2
+                    + jnp.sum(weights * centres[None, :, None, None] ** 2, axis=(1, 2)) - y**2)
+        spread = jnp.sqrt(jnp.maximum(variance, 0.0)) * half
+        return jnp.concatenate([x[..., None], y[..., None]], axis=-1).reshape(n, 2 * k), spread  # x0, y0, x1, ...
+
+
+class ErrorHead(nnx.Module):
+    """Each keypoint's expected error: a small MLP, shared by the keypoints, over the decoder's features pooled
+    by that keypoint's heatmap, the whole face's encoder features and the heatmap's spread.
+
+    Trained by ``train_step.error_nll`` on the keypoints' own (stop-gradient) residuals, it answers
+    "how far off is this point likely to be?" where the heatmap's shape alone barely does.
+    """
+
+    def __init__(self, local_channels: int, context_channels: int, *, rngs: nnx.Rngs, hidden: int = 64):
+        self.hidden = nnx.Linear(local_channels + context_channels + 1, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 1, rngs=rngs)
+
+    def __call__(self, decoded: jax.Array, weights: jax.Array, context: jax.Array, spread: jax.Array) -> jax.Array:
+        """(N, K) log expected error, frame pixels."""
+        local = jnp.einsum("nhwk,nhwc->nkc", weights, decoded)
+        context = jnp.broadcast_to(context.mean(axis=(1, 2))[:, None, :], (*local.shape[:2], context.shape[-1]))
+        features = jnp.concatenate([local, context, jnp.log(spread + 1e-3)[..., None]], axis=-1)
+        return self.out(jax.nn.relu(self.hidden(features)))[..., 0]
 
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {
@@ -204,10 +245,21 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 }
 
 
-def create_model(name: str, *, num_outputs: int, size: int, channels: int, seed: int = 0) -> nnx.Module:
+# The models that can estimate each keypoint's error (``error_head``): the heatmap models, from their heatmaps.
+WITH_ERROR_HEAD = ("heatmap", "heatmap-wide")
+
+
+def create_model(name: str, *, num_outputs: int, size: int, channels: int, seed: int = 0,
+                 error_head: bool = False) -> nnx.Module:
+    """A fresh model; ``error_head`` is honoured by the models in ``WITH_ERROR_HEAD`` and ignored by the others."""
     if name not in MODELS:
         raise KpjaxError(f"--model {name}: unknown model; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_outputs=num_outputs, size=size, channels=channels, rngs=nnx.Rngs(params=seed))
+    options = {"error_head": True} if error_head and name in WITH_ERROR_HEAD else {}
+    return MODELS[name](num_outputs=num_outputs, size=size, channels=channels, rngs=nnx.Rngs(params=seed), **options)
+
+
+def estimates_error(model: nnx.Module) -> bool:
+    return getattr(model, "error_head", None) is not None
 
 
 def to_input(images: jax.Array) -> jax.Array:

@@ -23,7 +23,7 @@ from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics, predict_normalised
 from kpjax.keypoints import LAYOUTS
-from kpjax.models import create_model
+from kpjax.models import create_model, estimates_error
 from kpjax.rundir import RunLock, atomic_write
 from kpjax.sources import LoadOptions, load_data
 from kpjax.train_step import init_state, make_optimizer, make_train_step
@@ -190,7 +190,7 @@ def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resu
 
     layout = dataset.layout
     model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
-                         channels=dataset.channels, seed=config.seed)
+                         channels=dataset.channels, seed=config.seed, error_head=config.error_head)
     train_share = parallel.process_share(train_set)  # all of it, with one process
     process_batch = parallel.process_batch_size(config.batch_size)
     steps_per_epoch = len(train_share) // process_batch
@@ -199,7 +199,7 @@ def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resu
     state = parallel.put_state(state)
     metrics_path = run_dir / "metrics.jsonl"
     start_epoch, start_step, best_val_loss = 0, 0, float("inf")
-    resumed_sums = {"loss": 0.0, "mae": 0.0}
+    resumed_sums = dict.fromkeys(("loss", "mae", "error_nll") if estimates_error(model) else ("loss", "mae"), 0.0)
     restored = checkpoints.restore(jax.tree.map(jnp.asarray, state)) if resume and has_checkpoint else None
     if restored is not None:
         state, progress = restored
@@ -225,7 +225,7 @@ def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resu
     root_key = jax.random.key(config.seed)
 
     def progress_record(epoch: int, step: int, sums: dict | None = None) -> dict:
-        sums = {"loss": 0.0, "mae": 0.0} if sums is None else {k: float(v) for k, v in sums.items()}
+        sums = dict.fromkeys(resumed_sums, 0.0) if sums is None else {k: float(v) for k, v in sums.items()}
         return {"epoch": epoch, "step_in_epoch": step, "best_val_loss": best_val_loss, "seed": config.seed,
                 "sums": sums}
 
@@ -261,6 +261,8 @@ def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resu
                 )
             record = {"epoch": epoch + 1, "train_mse": train_loss,
                       "train_mae": float(sums["mae"]) / max(steps_per_epoch, 1)}
+            if "error_nll" in sums:
+                record["train_error_nll"] = float(sums["error_nll"]) / max(steps_per_epoch, 1)
             if len(val_set):
                 params, rest = parallel.local((state["params"], state["rest"]))
                 val = keypoint_metrics(predict_normalised(graphdef, params, rest, val_set.images), val_set)

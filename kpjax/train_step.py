@@ -16,13 +16,31 @@ import optax
 from flax import nnx
 
 from kpjax.config import TrainConfig
-from kpjax.models import to_input
+from kpjax.models import estimates_error, to_input
 
 
 def masked_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean squared error over present values only: a missing keypoint adds nothing, not even gradient."""
     squared = jnp.where(mask, (predictions - targets) ** 2, 0.0)
     return squared.sum() / jnp.maximum(mask.sum(), 1)
+
+
+# The mean distance from the origin of a point whose x and y are independent unit-scale Laplace variables.
+LAPLACE_MEAN_DISTANCE = 1.6226
+
+
+def error_nll(log_error: jax.Array, predictions: jax.Array, targets: jax.Array, mask: jax.Array,
+              size: int) -> jax.Array:
+    """Negative log-likelihood of the keypoints' residuals under each one's expected error ``exp(log_error)``
+    (frame pixels): x and y Laplace-distributed with the scale that gives that mean distance.
+
+    The residuals are constants here: the likelihood trains the error estimate, never the keypoints.
+    """
+    residual = jax.lax.stop_gradient(predictions - targets) * (size / 2)  # frame pixels
+    present = mask[:, 0::2] & mask[:, 1::2]
+    log_scale = log_error - jnp.log(LAPLACE_MEAN_DISTANCE)
+    nll = (jnp.abs(residual[:, 0::2]) + jnp.abs(residual[:, 1::2])) * jnp.exp(-log_scale) + 2 * log_scale
+    return jnp.where(present, nll, 0.0).sum() / jnp.maximum(present.sum(), 1)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -55,16 +73,25 @@ def make_train_step(tx: optax.GradientTransformation, augment: Callable[[dict, j
 
         def loss_fn(params):
             model = nnx.merge(graphdef, params, state["rest"], copy=True)
-            predictions = model(to_input(batch["images"]), rngs=nnx.Rngs(dropout=dropout_key))
+            images, rngs = to_input(batch["images"]), nnx.Rngs(dropout=dropout_key)
+            if estimates_error(model):
+                predictions, log_error = model(images, rngs=rngs, with_error=True)
+            else:
+                predictions, log_error = model(images, rngs=rngs), None
             loss = masked_mse(predictions, batch["targets"], batch["mask"])
-            return loss, (predictions, nnx.state(model, nnx.Not(nnx.Param)))
+            aux = {"loss": loss}
+            if log_error is not None:
+                aux["error_nll"] = error_nll(log_error, predictions, batch["targets"], batch["mask"],
+                                             batch["images"].shape[1])
+            objective = sum(aux.values())
+            return objective, (aux, predictions, nnx.state(model, nnx.Not(nnx.Param)))
 
-        (loss, (predictions, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (_, (aux, predictions, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         mask = batch["mask"]
         metrics = {
-            "loss": loss,
+            **aux,
             "mae": jnp.where(mask, jnp.abs(predictions - batch["targets"]), 0.0).sum() / jnp.maximum(mask.sum(), 1),
         }
         return {"params": params, "rest": rest, "opt_state": opt_state}, metrics
