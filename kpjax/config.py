@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from kpjax.errors import KpjaxError
+from kpjax.keypoints import LAYOUTS, Layout
 
 # The train options whose names are not their field's: the rest are ``--`` + the field, dashed.
 OPTION_NAMES = {"batch_size": "--batch", "learning_rate": "--lr", "flip": "--no-flip"}
@@ -42,6 +43,14 @@ class TrainConfig:
     seed: int = 0
     split_seed: int | None = None  # seed of the validation split; None: seed. Fixed, runs of several seeds share it
     devices: int | str = 1  # devices per process for data parallelism, or "all"
+
+    @property
+    def layout(self) -> Layout:
+        return LAYOUTS[self.keypoints]
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color else 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
