@@ -64,7 +64,7 @@ def test_similarity_crop_takes_a_turned_and_moved_face_back_to_the_mean_face():
     in_photo = scale * mean_face(96) @ rotation.T + shift
     matrix = similarity_crop(in_photo, KAGGLE.name, 96)
     np.testing.assert_allclose(in_photo @ matrix[:, :2].T + matrix[:, 2], mean_face(96), atol=1e-9)
-    assert crop_change(matrix, matrix, 96) == 0.0
+    assert crop_change(matrix, matrix, 96) == pytest.approx(0.0, abs=1e-9)
     moved = matrix + np.array([[0.0, 0.0, 2 * CONVERGED_PX], [0.0, 0.0, 0.0]])
     assert crop_change(matrix, moved, 96) == pytest.approx(2 * CONVERGED_PX)
 
