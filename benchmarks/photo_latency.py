@@ -23,7 +23,8 @@ from skimage import data
 from kpjax.checkpoint import load_model
 from kpjax.detect import FaceDetector
 from kpjax.image import read_image
-from kpjax.predict import Predictor, draw_faces
+from kpjax.inference import Predictor
+from kpjax.records import draw_faces
 from kpjax.verify import patches
 
 

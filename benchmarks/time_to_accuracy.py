@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 from kpjax.augment import flip_targets, make_augmentation  # noqa: E402
 from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.dataset import Dataset  # noqa: E402
-from kpjax.evaluate import keypoint_metrics, predict_normalised  # noqa: E402
+from kpjax.evaluate import keypoint_metrics  # noqa: E402
+from kpjax.inference import predict_normalised  # noqa: E402
 from kpjax.models import create_model  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
 from kpjax.train_step import init_state, make_optimizer, make_train_step, take_batch  # noqa: E402

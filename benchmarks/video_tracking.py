@@ -21,7 +21,7 @@ from skimage import data
 
 from kpjax.checkpoint import load_model
 from kpjax.detect import FaceDetector
-from kpjax.predict import Predictor
+from kpjax.inference import Predictor
 from kpjax.video import FaceTracker
 
 

@@ -3,8 +3,10 @@ reports, and how long it takes, on the validation persons (``--split train`` for
 
     python experiments/detection.py [--detectors haar proposals verified] [--per-source 150] [--thresholds 0.5 0.9]
 
-A face is found under ``kpjax.photo_eval.match_faces`` (the end-to-end evaluation's rule). Recall is broken down by
-source, by the annotated face's size in the photo and, on AFLW, by yaw. Times are medians over the photos,
+Photos are read and split by person as ``kpjax evaluate --detect`` does (``kpjax.photo_eval``), and a face is
+found under its ``match_faces``, here on every point the source marks (the jaw line too, where the end-to-end
+evaluation takes the 15 Kaggle keypoints). Recall is broken down by source, by the side of the square around
+those points and, on AFLW, by yaw. Times are medians over the photos,
 detectors alternated photo by photo so that they share the machine's load; ``--repeats`` times each call more
 than once. Writes ``experiments/results/analysis/detection.json``.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
+import itertools
 import statistics
 import sys
 import time
@@ -22,11 +24,9 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, write_analysis
 
-from kpjax.dataset import group_split
 from kpjax.detect import FaceDetector
-from kpjax.photo_eval import face_square, found_and_false
 from kpjax.image import read_image
-from kpjax.sources import landmarks68
+from kpjax.photo_eval import AnnotatedPhoto, face_square, found_and_false, read_annotated_photos, select_persons
 
 PHOTO_SOURCES = ("helen-68-train", "fgnet-68", "youtube-faces-68")  # whole photos, one annotated face each
 AFLW = "aflw-21"  # 120x120 crops of every pose, with yaw
@@ -34,50 +34,29 @@ SIZE_BINS = (48, 96, 160)  # the annotated face's side in the photo's pixels
 YAW_BINS = (30, 60, 90)  # |yaw| in degrees
 
 
-@dataclasses.dataclass
-class Photo:
-    path: Path
-    source: str
-    faces: list[np.ndarray]  # each face's (K, 2) annotated points, NaN where missing
-    yaw: float | None = None
-
-
-def annotated_photos(data_root: Path, split: str = "val", per_source: int | None = None, seed: int = 0) -> list[Photo]:
-    """The photos of kpjax's person split (seed 0, 20 %) with their annotated faces, at most ``per_source`` of
-    each source (drawn at random)."""
-    photos, groups = [], []
-    for source in PHOTO_SOURCES:
-        folder = data_root / source
-        if not folder.is_dir():
-            continue
-        files = landmarks68.frames_csvs(folder)
-        rows = ([row for f in files for row in landmarks68.read_frames_csv(f)] if files
-                else landmarks68.read_pts_folder(folder))
-        for row in rows:
-            if row.points is not None and row.image.is_file():
-                photos.append(Photo(row.image, source, [row.points]))
-                groups.append(f"{source}:{row.group}")
-    labels = data_root / AFLW / "labels.csv"
-    if labels.is_file():
-        with open(labels, newline="") as f:
-            table = csv.reader(f)
-            next(table)
-            for fields in table:
-                points = np.array([float(v) if v else np.nan for v in fields[2:]]).reshape(-1, 2)
-                photos.append(Photo(data_root / AFLW / fields[0], AFLW, [points], float(fields[1])))
-                groups.append(f"{AFLW}:{Path(fields[0]).stem}")  # AFLW names no person: each crop its own
-    if not photos:
-        return []
-    train, val = group_split(np.array(groups), 0.2, seed)
-    chosen = [photos[i] for i in (val if split == "val" else train)]
+def annotated_photos(data_root: Path, split: str = "val", per_source: int | None = None,
+                     seed: int = 0) -> list[AnnotatedPhoto]:
+    """The photos of kpjax's person split (seed 0, 20 %) with their annotated faces, read and split as
+    ``kpjax evaluate --detect`` reads them, at most ``per_source`` of each source (drawn at random)."""
+    photos = [photo for source in (*PHOTO_SOURCES, AFLW) if (data_root / source).is_dir()
+              for photo in select_persons(read_annotated_photos(str(data_root / source)), split, seed=seed)]
     rng = np.random.default_rng(seed)
     drawn = []
     for source in (*PHOTO_SOURCES, AFLW):
-        index = [i for i, photo in enumerate(chosen) if photo.source == source]
+        index = [i for i, photo in enumerate(photos) if photo.source == source]
         if per_source is not None and len(index) > per_source:
             index = sorted(rng.choice(index, per_source, replace=False).tolist())
-        drawn += [chosen[i] for i in index]
+        drawn += [photos[i] for i in index]
     return drawn
+
+
+def aflw_yaws(data_root: Path) -> dict[Path, float]:
+    """Each AFLW photo's yaw (degrees), which ``read_annotated_photos`` has no use for."""
+    labels = data_root / AFLW / "labels.csv"
+    if not labels.is_file():
+        return {}
+    with open(labels, newline="") as f:
+        return {data_root / AFLW / fields[0]: float(fields[1]) for fields in itertools.islice(csv.reader(f), 1, None)}
 
 
 def bin_name(value: float, edges: tuple[int, ...]) -> str:
@@ -95,7 +74,8 @@ def detectors() -> dict:
     }
 
 
-def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tuple[float, ...] = ()) -> dict:
+def evaluate(photos: list[AnnotatedPhoto], named: dict, yaws: dict[Path, float], repeats: int = 1,
+             thresholds: tuple[float, ...] = ()) -> dict:
     """Each detector's recall (overall, by source, size and yaw), false faces per photo and median ms a photo.
 
     With ``thresholds``, each verified detector (run with the lowest) is also scored keeping only the
@@ -108,12 +88,12 @@ def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tup
     tallies = {label: {"found": {}, "false": {}, "photos": {}, "ms": []}
                for labels in columns.values() for label, _ in labels}
     for photo in photos:
-        image = read_image(photo.path)
-        side = face_square(photo.faces[0])[2]
+        image = read_image(photo.image)
+        side = face_square(photo.marked[0])[2]
         keys = [f"source {photo.source}", "all", "photos" if photo.source != AFLW else f"{AFLW} (crops)"]
         keys.append(f"size {bin_name(side, SIZE_BINS)} px")
-        if photo.yaw is not None:
-            keys.append(f"{AFLW} yaw ±{bin_name(abs(photo.yaw), YAW_BINS)}°")
+        if photo.image in yaws:
+            keys.append(f"{AFLW} yaw ±{bin_name(abs(yaws[photo.image]), YAW_BINS)}°")
         for name, detector in named.items():
             times = []
             for _ in range(repeats):
@@ -123,7 +103,7 @@ def evaluate(photos: list[Photo], named: dict, repeats: int = 1, thresholds: tup
             for label, threshold in columns[name]:
                 tally = tallies[label]
                 tally["ms"].append(1e3 * min(times))
-                found, false = found_and_false([d.box for d in detections if d.score >= threshold], photo.faces)
+                found, false = found_and_false([d.box for d in detections if d.score >= threshold], photo.marked)
                 for key in keys:
                     tally["found"].setdefault(key, []).extend(found)
                     tally["false"][key] = tally["false"].get(key, 0) + false
@@ -158,9 +138,9 @@ def main() -> None:
         for detector in named.values():
             detector.threshold = min(detector.threshold, *args.thresholds)
     for detector in named.values():
-        detector(read_image(photos[0].path))  # warm-up: the verifier compiles
+        detector(read_image(photos[0].image))  # warm-up: the verifier compiles
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    results = evaluate(photos, named, args.repeats, tuple(args.thresholds))
+    results = evaluate(photos, named, aflw_yaws(args.data_root), args.repeats, tuple(args.thresholds))
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     keys = list(next(iter(results.values()))["groups"])
     print(f"{len(photos)} photos; load average {' '.join(load_before)} -> {' '.join(load_after)}")

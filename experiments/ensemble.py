@@ -18,7 +18,8 @@ from common import ROOT, evaluation_sets, write_analysis
 
 from kpjax.checkpoint import load_model
 from kpjax.errors import KpjaxError
-from kpjax.evaluate import keypoint_metrics, predict_model
+from kpjax.evaluate import keypoint_metrics
+from kpjax.inference import predict_model
 
 
 def member_predictions(models: list, images: np.ndarray, flip_permutation: tuple[int, ...]) -> np.ndarray:

@@ -25,7 +25,7 @@ from common import data_specs, parse_args, write_analysis
 
 from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
-from kpjax.evaluate import predict_model
+from kpjax.inference import predict_model
 from kpjax.keypoints import denormalise
 from kpjax.sources import LoadOptions, load_one
 from kpjax.sources.landmarks68 import frames_csvs, read_frames_csv

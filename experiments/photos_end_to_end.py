@@ -30,7 +30,7 @@ from common import ROOT, write_analysis  # noqa: E402
 from kpjax import photo_eval  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import DETECTORS, make_detector  # noqa: E402
-from kpjax.predict import Predictor  # noqa: E402
+from kpjax.inference import Predictor  # noqa: E402
 
 PHOTO_SOURCES = {"helen": "helen-68-train", "fgnet": "fgnet-68"}
 # The model's pipelines, each one change from the one before: (passes, flip TTA).

@@ -181,7 +181,7 @@ def validation_grid(run_dir: Path, out: Path, faces: int = 24) -> None:
     import cv2
 
     from kpjax.checkpoint import load_model
-    from kpjax.evaluate import predict_model
+    from kpjax.inference import predict_model
     from kpjax.keypoints import denormalise
     from kpjax.train import load_training_data, split_dataset
 

@@ -19,7 +19,7 @@ from flax import nnx
 
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
-from kpjax.keypoints import LAYOUTS
+from kpjax.inference import split_model
 from kpjax.models import create_model
 from kpjax.rundir import MANIFEST_NAME, check_manifest, write_manifest
 
@@ -159,14 +159,13 @@ def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Mo
     if not (run_dir / "config.json").is_file():
         raise KpjaxError(f"{run_dir}: not a kpjax run directory (no config.json)")
     config = TrainConfig.load(run_dir)
-    layout = LAYOUTS[config.keypoints]
     abstract = nnx.eval_shape(
         lambda: create_model(
-            config.model, num_outputs=2 * layout.num_keypoints, size=config.size, channels=3 if config.color else 1,
+            config.model, num_outputs=2 * config.layout.num_keypoints, size=config.size, channels=config.channels,
             error_head=config.error_head,
         )
     )
-    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    graphdef, params, rest = split_model(abstract)
     one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever mesh or hosts saved it
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device),
                           {"params": params, "rest": rest})

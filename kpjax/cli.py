@@ -153,11 +153,10 @@ def evaluate(
                          detector, detect_size)
         return
     from kpjax.evaluate import evaluate_model
-    from kpjax.keypoints import LAYOUTS
     from kpjax.sources import LoadOptions, load_data
 
     net, config = _load_model(model)
-    dataset = load_data(data, LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
+    dataset = load_data(data, LoadOptions(layout=config.layout, size=config.size, color=config.color,
                                           strict=strict, markup=markup))
     metrics = evaluate_model(net, dataset, flip_tta=flip_tta)
     if as_json:
@@ -187,7 +186,7 @@ def _evaluate_photos(data, model, as_json, flip_tta, markup, persons, split_seed
                 raise KpjaxError(f"--predictions {file}: unreadable ({error})") from None
     else:
         from kpjax.detect import make_detector
-        from kpjax.predict import Predictor
+        from kpjax.inference import Predictor
 
         net, config = _load_model(model)
         predictor = Predictor(net, config, make_detector(detector, detect_size), batch_size=1, passes=passes,
@@ -240,7 +239,8 @@ def predict(
     unreadable (the others are still done), else 3 when no face is found at all.
     """
     from kpjax.detect import make_detector
-    from kpjax.predict import Predictor, predict_paths
+    from kpjax.inference import Predictor
+    from kpjax.predict import predict_paths
 
     net, config = _load_model(model)
     predictor = Predictor(net, config, None if no_detect else make_detector(detector, detect_size),
@@ -271,7 +271,7 @@ def serve(
     """A web page (/) that draws the keypoints on a photo, and an HTTP API: POST /v1/keypoints, /docs."""
     from kpjax.serve import serve as run_server  # first: without the serve extra, fail before loading the model
     from kpjax.detect import make_detector
-    from kpjax.predict import Predictor
+    from kpjax.inference import Predictor
 
     net, config = _load_model(model)
     predictor = Predictor(net, config, make_detector(detector, detect_size), batch_size=batch, passes=passes)
@@ -384,8 +384,7 @@ def data_convert(
     The .npz is the converted faces as they are (with the persons behind the split),
     compressed: convert once, then train on another machine with --data faces.npz.
     """
-    from kpjax.sources import LoadOptions
-    from kpjax.sources.convert import convert_sources
+    from kpjax.sources import LoadOptions, convert_sources
 
     rows = convert_sources(sources, out, LoadOptions(strict=strict, markup=markup))
     typer.echo(f"wrote {rows} faces to {out}")

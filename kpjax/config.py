@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from kpjax.errors import KpjaxError
+from kpjax.keypoints import LAYOUTS, Layout
 
 # The train options whose names are not their field's: the rest are ``--`` + the field, dashed.
 OPTION_NAMES = {"batch_size": "--batch", "learning_rate": "--lr", "flip": "--no-flip"}
@@ -46,6 +47,14 @@ class TrainConfig:
     split_seed: int | None = None  # seed of the validation split; None: seed. Fixed, runs of several seeds share it
     devices: int | str = 1  # devices per process for data parallelism, or "all"
     error_head: bool = True  # heatmap models: learn each keypoint's expected error beside it
+
+    @property
+    def layout(self) -> Layout:
+        return LAYOUTS[self.keypoints]
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color else 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

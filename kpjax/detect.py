@@ -24,6 +24,7 @@ import numpy as np
 
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine
+from kpjax.sources.convert import fit_crop, kaggle_points
 from kpjax.verify import FaceVerifier, Scorer, load_verifier, patches
 
 CASCADES = {"frontal": "haarcascade_frontalface_default.xml", "profile": "haarcascade_profileface.xml"}
@@ -177,8 +178,6 @@ def keypoint_box(points: np.ndarray, size: int) -> tuple[float, float, float, fl
     frame is cropped where this frame's keypoints say the face is. ``points``
     are the 15 Kaggle keypoints or the 68 iBUG points, in image pixels.
     """
-    from kpjax.sources.convert import fit_crop, kaggle_points
-
     kaggle = kaggle_points(points, "ibug") if len(points) == 68 else points
     x, y, w, h = frame_box(fit_crop(kaggle, size), size)
     side = w / FRAME_SIDE

@@ -1,45 +1,17 @@
-"""Accuracy of a model on a dataset, in the seed's units and in pixels."""
+"""Accuracy of a model on a dataset, in the seed's units and in pixels: the metrics only, of the predictions
+``kpjax.inference`` makes."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kpjax.augment import flip_targets
 from kpjax.dataset import Dataset
+from kpjax.inference import predict_model
 from kpjax.keypoints import denormalise, interocular_distance
-from kpjax.train_step import predict_step
 
-PREDICT_BATCH = 256
-
-
-def predict_normalised(graphdef, params, rest, images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                       flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
-    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all.
-
-    With ``flip_permutation``, each is averaged with the mirrored face's prediction mapped back (flip
-    test-time augmentation).
-    """
-    outputs = []
-    batch_size = min(batch_size, len(images)) or 1
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(np.asarray(predict_step(graphdef, params, rest, padded))[: len(chunk)])
-    predictions = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
-    if flip_permutation is None or not len(images):
-        return predictions
-    mirrored = predict_normalised(graphdef, params, rest, np.ascontiguousarray(images[:, :, ::-1]), batch_size)
-    unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation, images.shape[2])
-    return (predictions + np.asarray(unflipped)) / 2
-
-
-def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                  flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
-    """Predictions in the seed's units (see ``predict_normalised``)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return predict_normalised(graphdef, params, rest, images, batch_size, flip_permutation)
+# Only for kpjax/train.py, which another branch of issue #14 rewrites: drop once it imports kpjax.inference.
+from kpjax.inference import predict_normalised  # noqa: F401
 
 
 def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:

@@ -3,7 +3,7 @@
 The exported graph is kpjax's own predict step, traced with a symbolic batch:
 
 * input ``images``: uint8, NHWC, (batch, size, size, channels), 0..255, as the
-  crops ``kpjax.predict`` makes (grey models take one channel);
+  crops ``kpjax.inference.Predictor`` makes (grey models take one channel);
 * output ``keypoints``: float32 (batch, 2K), x then y per keypoint in the
   seed's units; frame pixels are ``(v + 1) * size / 2``.
 
@@ -31,8 +31,7 @@ from jax import export
 
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
-from kpjax.keypoints import LAYOUTS
-from kpjax.train_step import predict_step
+from kpjax.inference import predict_step, split_model
 
 OPSET = 19  # AveragePool takes dilations from 19 on
 TOLERANCE = 1e-4
@@ -296,26 +295,26 @@ _TRANSLATIONS = {
 def to_onnx(model: nnx.Module, config: TrainConfig):
     """The model's predict step as an ONNX ModelProto (uint8 NHWC images in, (batch, 2K) keypoints out)."""
     onnx = _onnx()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    channels = 3 if config.color else 1
+    graphdef, params, rest = split_model(model)
     (batch,) = export.symbolic_shape("batch")
-    spec = jax.ShapeDtypeStruct((batch, config.size, config.size, channels), jnp.uint8)
+    spec = jax.ShapeDtypeStruct((batch, config.size, config.size, config.channels), jnp.uint8)
     closed = jax.make_jaxpr(lambda images: predict_step(graphdef, params, rest, images))(spec)
     g = _Graph()
     (images,) = closed.jaxpr.invars
     g.names[images] = "images"
     (result,) = g.walk(closed.jaxpr, closed.consts, [images])
     g.nodes.append(onnx.helper.make_node("Identity", [g.name(result)], ["keypoints"]))
-    layout = LAYOUTS[config.keypoints]
     graph = onnx.helper.make_graph(
-        g.nodes, "kpjax", [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.UINT8, ["batch", config.size, config.size, channels])],
-        [onnx.helper.make_tensor_value_info("keypoints", onnx.TensorProto.FLOAT, ["batch", 2 * layout.num_keypoints])],
+        g.nodes, "kpjax",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.UINT8,
+                                            ["batch", config.size, config.size, config.channels])],
+        [onnx.helper.make_tensor_value_info("keypoints", onnx.TensorProto.FLOAT, ["batch", 2 * config.layout.num_keypoints])],
         g.initializers,
     )
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="kpjax")
     proto.ir_version = 9  # readable by onnxruntime releases from 1.16 on
     onnx.helper.set_model_props(proto, {
-        "keypoints": json.dumps(layout.names), "size": str(config.size), "color": str(config.color),
+        "keypoints": json.dumps(config.layout.names), "size": str(config.size), "color": str(config.color),
         "input": "uint8 NHWC 0..255", "output": "x, y per keypoint; frame pixels = (v + 1) * size / 2",
     })
     onnx.checker.check_model(proto, full_check=True)
@@ -328,10 +327,9 @@ def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: 
         import onnxruntime
     except ImportError:
         raise KpjaxError("export needs onnx and onnxruntime: pip install 'kpjax[export]'") from None
-    channels = 3 if config.color else 1
-    images = np.random.default_rng(seed).integers(0, 256, (batch, config.size, config.size, channels), np.uint8)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    expected = np.asarray(predict_step(graphdef, params, rest, images))
+    shape = (batch, config.size, config.size, config.channels)
+    images = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+    expected = np.asarray(predict_step(*split_model(model), images))
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     (actual,) = session.run(["keypoints"], {"images": images})
     difference = float(np.abs(actual - expected).max())

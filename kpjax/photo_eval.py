@@ -14,12 +14,19 @@ import dataclasses
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from kpjax.dataset import group_split
 from kpjax.errors import KpjaxError
 from kpjax.image import read_image
+from kpjax.inference import Predictor
 from kpjax.keypoints import IBUG68, KAGGLE, KAGGLE_MEAN_FACE, LAYOUTS
+from kpjax.records import ImageResult, draw_keypoints
+from kpjax.sources import LoadOptions, read_rows
+from kpjax.sources.convert import check_rows, kaggle_points
+from kpjax.sources.rows import Row
 
 FAILURE_NME = 0.10  # 300-W's failure threshold, and the end of the CED curve's area
 MATCH_IOU = 0.3
@@ -35,13 +42,11 @@ class AnnotatedPhoto:
     source: str
     group: str
     faces: list[dict]  # per face: layout name -> (K, 2) annotated points in photo pixels, NaN where missing
+    marked: list[np.ndarray] = dataclasses.field(default_factory=list)  # per face: every point its source marks
 
 
 def read_annotated_photos(spec: str, markup: str | None = None) -> list[AnnotatedPhoto]:
     """The photos of a landmark source (.pts folder, YouTube-Faces csv, AFLW, MTFL), their faces grouped by photo."""
-    from kpjax.sources import LoadOptions, read_rows
-    from kpjax.sources.convert import Row, check_rows, kaggle_points
-
     source, markup, rows = read_rows(Path(spec), LoadOptions(markup=markup))
     markup, checked = check_rows(rows, markup)
     photos: dict[Path, AnnotatedPhoto] = {}
@@ -53,6 +58,7 @@ def read_annotated_photos(spec: str, markup: str | None = None) -> list[Annotate
             truth[IBUG68.name] = row.points
         photo = photos.setdefault(row.image, AnnotatedPhoto(row.image, source, f"{source}:{row.group}", []))
         photo.faces.append(truth)
+        photo.marked.append(row.points)
     if not photos:
         raise KpjaxError(f"{spec}: no annotated faces")
     return list(photos.values())
@@ -70,13 +76,9 @@ def select_persons(photos: list[AnnotatedPhoto], persons: str, val_fraction: flo
     return [photos[i] for i in (val_index if persons == "val" else train_index)]
 
 
-def run_pipeline(predictor, photos: list[AnnotatedPhoto], progress: bool = False) -> list[dict]:
+def run_pipeline(predictor: Predictor, photos: list[AnnotatedPhoto], progress: bool = False) -> list[dict]:
     """Each photo through the predictor alone, as ``kpjax predict PHOTO`` runs it: records shaped like
     predictions.json's, with the photo's wall time (decode to keypoints) in ``ms``."""
-    from tqdm import tqdm
-
-    from kpjax.predict import ImageResult
-
     if photos:  # compile outside the timed photos
         predictor([read_image(photos[0].image)])
     records = []
@@ -171,8 +173,6 @@ def _record_layout(record_faces: list[dict]) -> str:
 def score(photos: list[AnnotatedPhoto], records: list[dict]) -> dict:
     """Detection rate, false faces, NME mean/median, failures, AUC, Kaggle-frame px and ms per photo,
     overall and per source, from predictions.json-shaped records (matched to the photos by image path)."""
-    from kpjax.sources.convert import kaggle_points
-
     by_image = {_key(r["image"]): r for r in records}
     per_face = []  # (source, NME; None when the face was not found)
     false_faces, ms, missing = [], [], 0
@@ -233,10 +233,6 @@ def _summary(nmes: list, false_faces: list[int], ms: list) -> dict:
 def draw_worst(photos: list[AnnotatedPhoto], records: list[dict], out_dir: Path, count: int = 12) -> list[Path]:
     """The ``count`` found faces with the highest NME, each cut from its photo with the annotated points (green)
     and the predicted ones (red): the pictures to look at before trusting the figures."""
-    import cv2
-
-    from kpjax.predict import draw_keypoints
-
     by_image = {_key(r["image"]): r for r in records}
     found = []
     for photo in photos:
@@ -262,7 +258,7 @@ def draw_worst(photos: list[AnnotatedPhoto], records: list[dict], out_dir: Path,
 
 def plot_ced(curves: dict[str, list[float]], path: Path, title: str = "") -> None:
     """Cumulative error distributions (share of faces with NME <= x) to 10 %, one line per pipeline."""
-    import matplotlib
+    import matplotlib  # deferred: only --ced draws, and matplotlib takes a second to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

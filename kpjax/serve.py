@@ -29,7 +29,8 @@ import numpy as np
 from kpjax import __version__
 from kpjax.errors import KpjaxError
 from kpjax.image import ImageTooLarge, decode_image
-from kpjax.predict import Face, ImageResult, Predictor
+from kpjax.inference import Predictor
+from kpjax.records import Face, ImageResult
 
 try:
     import uvicorn

@@ -11,10 +11,12 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from kpjax.dataset import Dataset
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE, KAGGLE_MEAN_FACE, KAGGLE_NAMES, KAGGLE_SIZE
+from kpjax.sources import LoadOptions, load_data
 
 # Per-coordinate standard deviation over the 2140 complete rows of Kaggle's training.csv.
 KAGGLE_STD = np.array(
@@ -45,8 +47,6 @@ KAGGLE_REFERENCE = Reference(KAGGLE_MEAN_FACE.astype(np.float64), KAGGLE_STD, ro
 
 def read_reference(labels_csv: Path) -> Reference:
     """The reference from a Kaggle label file (training.csv or its 30 keypoint columns), complete rows only."""
-    import pandas as pd
-
     try:
         frame = pd.read_csv(labels_csv, usecols=KAGGLE.columns)
     except (OSError, ValueError) as error:
@@ -114,11 +114,9 @@ def dataset_stats(dataset: Dataset, reference: Reference = KAGGLE_REFERENCE) -> 
     }
 
 
-def data_stats(specs: list[str], options=None, reference: Path | None = None) -> dict:
+def data_stats(specs: list[str], options: LoadOptions = LoadOptions(), reference: Path | None = None) -> dict:
     """Load ``specs`` in the Kaggle frame (96x96 grey, 15 keypoints) and measure them against Kaggle's labels."""
-    from kpjax.sources import LoadOptions, load_data
-
-    options = dataclasses.replace(options or LoadOptions(), layout=KAGGLE, size=KAGGLE_SIZE, color=False)
+    options = dataclasses.replace(options, layout=KAGGLE, size=KAGGLE_SIZE, color=False)
     return dataset_stats(load_data(specs, options), read_reference(reference) if reference else KAGGLE_REFERENCE)
 
 

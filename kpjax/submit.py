@@ -11,7 +11,7 @@ from flax import nnx
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE, KAGGLE_SIZE
-from kpjax.predict import Predictor
+from kpjax.inference import Predictor
 from kpjax.sources.kaggle import read_lookup, read_test
 
 HEADER = ["RowId", "Location"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -20,6 +21,8 @@ from tqdm import tqdm
 
 from kpjax.detect import Detection, keypoint_box, overlap
 from kpjax.errors import KpjaxError
+from kpjax.inference import Predictor
+from kpjax.records import Face, csv_cells, csv_header, draw_faces
 
 
 def check_smooth(alpha: float) -> None:
@@ -37,9 +40,9 @@ class Smoother:
     def __init__(self, alpha: float):
         check_smooth(alpha)
         self.alpha = alpha
-        self.previous: list = []  # the previous frame's (smoothed) faces
+        self.previous: list[Face] = []  # the previous frame's (smoothed) faces
 
-    def __call__(self, faces: list) -> list:
+    def __call__(self, faces: list[Face]) -> list[Face]:
         taken: set[int] = set()
         for face in faces:
             centre = np.array(face.box[:2]) + np.array(face.box[2:]) / 2
@@ -67,7 +70,7 @@ class FaceTracker:
     takes the id of the followed face its box overlaps most.
     """
 
-    def __init__(self, predictor, redetect: int = 30, keep: float = 0.5):
+    def __init__(self, predictor: Predictor, redetect: int = 30, keep: float = 0.5):
         if redetect < 1:
             raise KpjaxError(f"--redetect {redetect}: expected a frame count of at least 1")
         if predictor.detector is None or predictor.detector.scorer is None:
@@ -75,12 +78,12 @@ class FaceTracker:
         self.predictor = predictor
         self.redetect = redetect
         self.keep = keep
-        self.faces: list[tuple[int, object]] = []  # (id, Face) of the previous frame
+        self.faces: list[tuple[int, Face]] = []  # (id, Face) of the previous frame
         self.since_detection = 0
         self.next_id = 0
         self.detections = 0  # frames searched by the detector, for reports
 
-    def __call__(self, frame: np.ndarray) -> list[tuple[int, object]]:
+    def __call__(self, frame: np.ndarray) -> list[tuple[int, Face]]:
         if self.faces and self.since_detection < self.redetect:
             boxes = [keypoint_box(face.points, self.predictor.config.size) for _, face in self.faces]
             scores = self.predictor.detector.score(frame, boxes)
@@ -96,7 +99,7 @@ class FaceTracker:
         self.faces = self._identify(faces)
         return self.faces
 
-    def _identify(self, faces: list) -> list[tuple[int, object]]:
+    def _identify(self, faces: list[Face]) -> list[tuple[int, Face]]:
         """Each newly detected face with the id of the followed face it overlaps most (half its area or more)."""
         previous = np.array([face.box for _, face in self.faces], np.float64).reshape(-1, 4)
         taken: set[int] = set()
@@ -125,7 +128,8 @@ def _frames(capture: cv2.VideoCapture, count: int) -> list[np.ndarray]:
     return frames
 
 
-def faces_by_frame(predictor, capture: cv2.VideoCapture, redetect: int = 30, chunk: int = 16):
+def faces_by_frame(predictor: Predictor, capture: cv2.VideoCapture, redetect: int = 30,
+                   chunk: int = 16) -> Iterator[tuple[np.ndarray, list[tuple[int, Face]]]]:
     """(frame, [(face id, Face)]) for each frame in order: faces followed by a ``FaceTracker``, or, with
     ``redetect=1`` or no detector, every frame searched (face ids are then their rank in the frame)."""
     tracker = FaceTracker(predictor, redetect) if redetect > 1 and predictor.detector is not None else None
@@ -138,12 +142,10 @@ def faces_by_frame(predictor, capture: cv2.VideoCapture, redetect: int = 30, chu
                 yield frame, tracker(frame)
 
 
-def predict_video(predictor, path: Path, out_stem: Path, smooth: float | None = None, redetect: int = 30,
-                  chunk: int = 16, progress: bool = True) -> dict:
+def predict_video(predictor: Predictor, path: Path, out_stem: Path, smooth: float | None = None,
+                  redetect: int = 30, chunk: int = 16, progress: bool = True) -> dict:
     """Write ``out_stem.mp4`` (boxes and points drawn) and ``out_stem.csv`` (frame, time, face id, score, box,
     points)."""
-    from kpjax.predict import csv_cells, csv_header, draw_faces
-
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise KpjaxError(f"{path}: unreadable video")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,11 +15,11 @@ from typer.testing import CliRunner
 from kpjax.checkpoint import load_model
 from kpjax.cli import app
 from kpjax.detect import FaceDetector, box_matrix, keypoint_box, suppress
-from kpjax.photo_eval import found_and_false
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine, invert_affine, read_image
+from kpjax.inference import Predictor
 from kpjax.keypoints import KAGGLE_MEAN_FACE
-from kpjax.predict import Predictor
+from kpjax.photo_eval import found_and_false, read_annotated_photos, select_persons
 from kpjax.verify import CROP, FaceVerifier, load_verifier, patches, save_verifier
 from kpjax.video import FaceTracker
 
@@ -214,15 +213,12 @@ def test_face_score_reaches_predictions_json_and_csv(run_dir, astronaut, tmp_pat
     assert 0.5 <= face["score"] <= 1.0 and float(row["score"]) == pytest.approx(face["score"], abs=1e-3)
 
 
-def test_recall_on_shared_photos(shared_data, detector, monkeypatch):
+def test_recall_on_shared_photos(shared_data, detector):
     """On 60 Helen validation photos (in the wild), the detector finds most faces and few false ones."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
-    from detection import annotated_photos
-
-    photos = [p for p in annotated_photos(shared_data, "val") if p.source == "helen-68-train"][:60]
+    photos = select_persons(read_annotated_photos(str(shared_data / "helen-68-train")), "val")[:60]
     found, false = [], 0
     for photo in photos:
-        hits, misses = found_and_false([d.box for d in detector(read_image(photo.path))], photo.faces)
+        hits, misses = found_and_false([d.box for d in detector(read_image(photo.image))], photo.marked)
         found += hits
         false += misses
     assert np.mean(found) >= 0.9 and false / len(photos) <= 0.2

@@ -83,7 +83,7 @@ def test_second_difference_cancels_smooth_motion_and_measures_noise(experiments_
 def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_importable):
     from ensemble import member_predictions
 
-    from kpjax.evaluate import predict_model
+    from kpjax.inference import predict_model
     from kpjax.keypoints import KAGGLE
     from kpjax.models import create_model
 

@@ -16,7 +16,7 @@ from kpjax.errors import KpjaxError
 from kpjax.export import to_onnx, verify
 from kpjax.models import MODELS, create_model
 from kpjax.sources.synthetic import make_faces
-from kpjax.train_step import predict_step
+from kpjax.inference import predict_step, split_model
 
 
 def test_export_round_trip(trained_run, tmp_path):
@@ -25,7 +25,7 @@ def test_export_round_trip(trained_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "onnxruntime matches JAX" in result.output
     model, _ = load_model(trained_run)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = split_model(model)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     faces = make_faces(5, seed=3).images
     for batch in (faces[:1], faces):  # the batch size is free

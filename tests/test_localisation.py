@@ -12,7 +12,7 @@ import pytest
 
 from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
-from kpjax.evaluate import predict_model
+from kpjax.inference import predict_model
 from kpjax.keypoints import denormalise
 from kpjax.sources.synthetic import make_faces
 from kpjax.train import train

@@ -16,7 +16,7 @@ from kpjax.cli import app
 from kpjax.detect import Detection
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE_MEAN_FACE, KAGGLE_NAMES
-from kpjax.predict import Predictor
+from kpjax.inference import Predictor
 
 K = {name: i for i, name in enumerate(KAGGLE_NAMES)}
 

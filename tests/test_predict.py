@@ -18,7 +18,9 @@ from kpjax.cli import app, run
 from kpjax.detect import FRAME_SIDE, FaceDetector, box_matrix, frame_box
 from kpjax.image import apply_affine, invert_affine
 from kpjax.keypoints import KAGGLE_MEAN_FACE, KAGGLE_NAMES
-from kpjax.predict import Face, Predictor, predict_paths
+from kpjax.inference import Predictor
+from kpjax.predict import predict_paths
+from kpjax.records import Face
 from kpjax.video import Smoother
 
 K = {name: i for i, name in enumerate(KAGGLE_NAMES)}

@@ -15,7 +15,7 @@ import pytest
 from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
-from kpjax.evaluate import predict_model
+from kpjax.inference import predict_model
 from kpjax.sources.synthetic import make_faces
 from kpjax.train import train
 
@@ -51,7 +51,7 @@ def test_restoring_in_a_fresh_process_gives_bit_identical_predictions(trained_ru
     images = make_faces(8, seed=5).images
     np.save(tmp_path / "images.npy", images)
     script = (
-        "import numpy as np, sys; from kpjax.checkpoint import load_model; from kpjax.evaluate import predict_model;"
+        "import numpy as np, sys; from kpjax.checkpoint import load_model; from kpjax.inference import predict_model;"
         f"m, _ = load_model(r'{trained_run}'); np.save(r'{tmp_path / 'out.npy'}',"
         f" predict_model(m, np.load(r'{tmp_path / 'images.npy'}')))"
     )

@@ -27,7 +27,8 @@ from kpjax import serve  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import FaceDetector  # noqa: E402
 from kpjax.keypoints import KAGGLE_NAMES  # noqa: E402
-from kpjax.predict import Predictor, predict_paths  # noqa: E402
+from kpjax.inference import Predictor  # noqa: E402
+from kpjax.predict import predict_paths  # noqa: E402
 
 BATCH = 4
 MAX_UPLOAD = 256 << 10

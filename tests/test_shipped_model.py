@@ -13,7 +13,7 @@ import pytest
 import kpjax.checkpoint
 from kpjax.checkpoint import DEFAULT_MODEL, load_model
 from kpjax.errors import KpjaxError
-from kpjax.evaluate import predict_model
+from kpjax.inference import predict_model
 from kpjax.sources.synthetic import make_faces
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))

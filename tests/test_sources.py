@@ -14,8 +14,7 @@ from PIL import Image
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine
 from kpjax.keypoints import IBUG68, KAGGLE, KAGGLE_MEAN_FACE, KAGGLE_NAMES
-from kpjax.sources import LoadOptions, detect_format, kaggle, load_one
-from kpjax.sources import convert
+from kpjax.sources import LoadOptions, convert, convert_sources, detect_format, kaggle, load_one
 from kpjax.keypoints import interocular_distance
 from kpjax.sources.convert import best_markup, fit_crop, kaggle_points
 from kpjax.sources.landmarks68 import parse_pts, person_group
@@ -418,20 +417,20 @@ def test_convert_round_trips_through_the_kaggle_reader(tmp_path):
     write_mtfl(folder, [("x/1.jpg", mtfl_points()), ("x/2.jpg", mtfl_points(0.7, (3, 4)))])
     faces = pts_folder(tmp_path / "faces", {"a_1": place(ibug_face()), "b_1": place(ibug_face(), 1.2, (5, 9))})
     out = tmp_path / "training.csv"
-    assert convert.convert_sources([str(faces), str(folder)], out) == 4
+    assert convert_sources([str(faces), str(folder)], out) == 4
     expected = load_one(str(faces), LoadOptions())
     back = kaggle.read_training(out, LoadOptions())
     np.testing.assert_array_equal(back.images[:2], expected.images)
     np.testing.assert_allclose(back.keypoints[:2], expected.keypoints, atol=1e-4)
     assert np.isnan(back.keypoints[2:]).sum() == 2 * 20
     with pytest.raises(KpjaxError, match="96x96 grey"):
-        convert.convert_sources([str(faces)], out, LoadOptions(color=True))
+        convert_sources([str(faces)], out, LoadOptions(color=True))
 
 
 def test_convert_to_npz_loads_back_with_its_groups_and_checks_the_frame(tmp_path):
     faces = pts_folder(tmp_path / "faces", {"a_1": place(ibug_face()), "b_1": place(ibug_face(), 1.2, (5, 9))})
     out = tmp_path / "faces.npz"
-    assert convert.convert_sources([str(faces)], out) == 2
+    assert convert_sources([str(faces)], out) == 2
     expected = load_one(str(faces), LoadOptions())
     back = load_one(str(out), LoadOptions())
     np.testing.assert_array_equal(back.images, expected.images)

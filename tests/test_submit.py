@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from kpjax.cli import app
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE
-from kpjax.predict import Face
+from kpjax.records import Face
 from kpjax.sources.synthetic import make_faces
 from kpjax.submit import check_submission, make_submission
 

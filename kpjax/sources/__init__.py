@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
+import csv
 import os
 from pathlib import Path
 
+import numpy as np
+
 from kpjax.dataset import Dataset
 from kpjax.errors import KpjaxError
-from kpjax.keypoints import KAGGLE, KAGGLE_SIZE, Layout
+from kpjax.keypoints import KAGGLE, KAGGLE_SIZE
+from kpjax.sources import aflw, cache, convert, landmarks68, mtfl, synthetic
+from kpjax.sources.rows import LoadOptions, Row
 
 DEFAULT_SYNTHETIC_FACES = 1024
 
@@ -16,19 +20,6 @@ NO_DATA_HELP = """no data given and no Kaggle CSVs found in $KPJAX_DATA or ./dat
 Get them with the Kaggle CLI:  kaggle competitions download -c facial-keypoints-detection
 then unzip training.zip and test.zip into ./data (or point KPJAX_DATA at them), or pass --data PATH.
 To try kpjax without them, run a demo on drawn faces:  kpjax train --data synthetic"""
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadOptions:
-    """How every source is converted: the keypoint layout and the frame's size and colour."""
-
-    layout: Layout = KAGGLE
-    size: int = KAGGLE_SIZE
-    color: bool = False
-    strict: bool = False  # any skipped face is an error naming it
-    seed: int = 0
-    markup: str | None = None  # 68-point markup, "ibug" or "fgnet"; None detects it from the points
-    margin: int = 0  # context pixels past the frame on every side, for crop jitter in training
 
 
 def default_data_specs() -> list[str]:
@@ -47,7 +38,7 @@ FORMAT_HELP = (
 
 
 def detect_format(path: Path) -> str:
-    from kpjax.sources import aflw, kaggle, landmarks68, mtfl
+    from kpjax.sources import kaggle  # deferred, as in load_one
 
     if not path.exists():
         raise KpjaxError(f"{path}: no such file or folder")
@@ -69,8 +60,6 @@ def detect_format(path: Path) -> str:
 def _landmark_source(path: Path, options: LoadOptions):
     """A face-landmark source's name, its markup (None: to detect) and a reader of its rows (called only when
     the rows are needed: a cached conversion does without them)."""
-    from kpjax.sources import aflw, convert, landmarks68, mtfl
-
     fmt = detect_format(path)
     if fmt not in ("frames_csv", "mtfl", "pts", "aflw"):
         raise KpjaxError(f"{path}: holds face crops, not photos with their landmarks ({FORMAT_HELP})")
@@ -87,7 +76,7 @@ def _landmark_source(path: Path, options: LoadOptions):
     return source, markup, lambda: [row for file in files(path) for row in read(file)]
 
 
-def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, str | None, list]:
+def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, str | None, list[Row]]:
     """A face-landmark source's name, its markup (None: to detect) and its rows, each face's points as read."""
     source, markup, rows = _landmark_source(path, options)
     return source, markup, rows()
@@ -95,8 +84,6 @@ def read_rows(path: Path, options: LoadOptions = LoadOptions()) -> tuple[str, st
 
 def _load_landmarks(path: Path, fmt: str, options: LoadOptions) -> Dataset:
     """A face-landmark source converted to the options' frame (cached), its skipped rows reported."""
-    from kpjax.sources import cache, convert
-
     source, markup, rows = _landmark_source(path, options)
 
     def convert_source():
@@ -111,7 +98,8 @@ def _load_landmarks(path: Path, fmt: str, options: LoadOptions) -> Dataset:
 
 
 def load_one(spec: str, options: LoadOptions) -> Dataset:
-    from kpjax.sources import kaggle, synthetic
+    # Deferred: Kaggle's reader imports pandas, slow to import and needless to kpjax predict, which loads no data.
+    from kpjax.sources import kaggle
 
     if spec == "synthetic" or spec.startswith("synthetic:"):
         count = spec.partition(":")[2] or str(DEFAULT_SYNTHETIC_FACES)
@@ -129,8 +117,6 @@ def load_one(spec: str, options: LoadOptions) -> Dataset:
 
 def _load_faces_npz(path: Path, options: LoadOptions) -> Dataset:
     """Faces converted once by ``kpjax data convert --out F.npz``: carried to another machine as they are."""
-    from kpjax.sources import cache
-
     try:
         dataset, _ = cache.load_faces(path)
     except cache.LOAD_ERRORS as error:
@@ -148,3 +134,40 @@ def load_data(specs: list[str] | None, options: LoadOptions = LoadOptions()) -> 
     specs = list(specs) if specs else default_data_specs()
     parts = [load_one(spec, options) for spec in specs]
     return Dataset.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _pixel_strings(images: np.ndarray) -> list[str]:
+    """(N, 96, 96, 1) uint8 to Kaggle's space-separated pixel strings, vectorised through a digit table."""
+    table = np.zeros((256, 4), np.uint8)  # each value's digits then a space, zero-padded
+    for value in range(256):
+        text = f"{value} ".encode()
+        table[value, : len(text)] = np.frombuffer(text, np.uint8)
+    out = []
+    for start in range(0, len(images), 512):
+        chars = table[images[start : start + 512].reshape(-1, KAGGLE_SIZE * KAGGLE_SIZE)]
+        out.extend(row[row != 0].tobytes()[:-1].decode() for row in chars.reshape(len(chars), -1))
+    return out
+
+
+def convert_sources(specs: list[str], out_path: Path, options: LoadOptions = LoadOptions()) -> int:
+    """Write the sources as Kaggle's training.csv, or (``.npz``) as faces any kpjax run loads as they are.
+
+    The CSV holds 30 keypoint columns (empty where missing), then Image; the
+    ``.npz`` keeps any frame, the groups behind the split and the sources.
+    Returns the number of faces written.
+    """
+    as_npz = out_path.suffix == ".npz"
+    if not as_npz and (options.layout != KAGGLE or options.size != KAGGLE_SIZE or options.color):
+        raise KpjaxError("a Kaggle training.csv holds 96x96 grey faces with the 15 Kaggle keypoints only; "
+                         "write another frame to a .npz")
+    dataset = load_data(specs, options)
+    if as_npz:
+        cache.save_faces(out_path, dataset, [], compress=True)
+        return len(dataset)
+    values = dataset.keypoints.reshape(len(dataset), -1)
+    with open(out_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*KAGGLE.columns, "Image"])
+        for row, pixels in zip(values, _pixel_strings(dataset.images)):
+            writer.writerow([*("" if np.isnan(v) else f"{v:.4f}" for v in row), pixels])
+    return len(dataset)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kpjax.sources.convert import MALFORMED, Row
+from kpjax.sources.convert import kaggle_points
+from kpjax.sources.rows import MALFORMED, Row
 
 NUM_POINTS = 21
 LABELS = "labels.csv"
@@ -31,8 +32,6 @@ def labels_file(path: Path) -> Path | None:
 
 def read_labels(path: Path) -> list[Row]:
     """Each photo is its own group: AFLW holds one face per photo here and names no person."""
-    from kpjax.sources.convert import kaggle_points
-
     rows = []
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.reader(f)

@@ -19,7 +19,7 @@ import numpy as np
 
 from kpjax.dataset import Dataset
 from kpjax.keypoints import LAYOUTS
-from kpjax.sources.convert import Skip
+from kpjax.sources.rows import Skip
 
 CONVERSION_VERSION = 3  # bump when a reader or the conversion changes its output
 

@@ -8,7 +8,6 @@ and no point is pinned in place, so the converted keypoints spread like Kaggle's
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from kpjax.dataset import Dataset
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine, invert_affine, read_image, to_channels, warp
 from kpjax.keypoints import IBUG68, KAGGLE, KAGGLE_MEAN_FACE, KAGGLE_NAMES, KAGGLE_SIZE, Layout
+from kpjax.sources.rows import Row, Skip
 
 # Source point indices averaged into each Kaggle keypoint; left/right are the subject's.
 _KAGGLE_FROM = {
@@ -58,7 +58,6 @@ _KAGGLE_FROM = {
 }
 MARKUPS_68 = ("ibug", "fgnet")
 
-MALFORMED = "malformed points"  # the skip reason of a row or .pts file that does not parse
 # A crop must cover at least this many source pixels (a 96-px crop upscales at most 4x).
 MIN_CROP_SOURCE_PIXELS = 24
 # Annotations may sit up to this far beyond the image's edge pixels (0- vs 1-based conventions).
@@ -112,24 +111,6 @@ def markup_misfit(points: np.ndarray, markup: str) -> float:
 def best_markup(points: np.ndarray) -> str:
     """The 68-point markup whose reading of ``points`` looks most like a face."""
     return min(MARKUPS_68, key=lambda markup: markup_misfit(points, markup))
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One face as a reader found it: ``where`` names it in messages; ``problem`` is a reader-level skip."""
-
-    where: str
-    image: Path
-    points: np.ndarray | None
-    group: str
-    problem: tuple[str, str] | None = None  # (reason, detail)
-
-
-@dataclasses.dataclass(frozen=True)
-class Skip:
-    where: str
-    reason: str
-    detail: str = ""
 
 
 class _Skipped(Exception):
@@ -247,45 +228,3 @@ def convert_rows(rows: list[Row], source: str, markup: str | None, layout: Layou
     keypoints = np.stack([results[i][1] for i in kept])
     groups = np.array([f"{source}:{checked[i].group}" for i in kept])
     return Dataset(images, keypoints, layout, groups, np.full(len(kept), source)), skips
-
-
-def _pixel_strings(images: np.ndarray) -> list[str]:
-    """(N, 96, 96, 1) uint8 to Kaggle's space-separated pixel strings, vectorised through a digit table."""
-    table = np.zeros((256, 4), np.uint8)  # each value's digits then a space, zero-padded
-    for value in range(256):
-        text = f"{value} ".encode()
-        table[value, : len(text)] = np.frombuffer(text, np.uint8)
-    out = []
-    for start in range(0, len(images), 512):
-        chars = table[images[start : start + 512].reshape(-1, KAGGLE_SIZE * KAGGLE_SIZE)]
-        out.extend(row[row != 0].tobytes()[:-1].decode() for row in chars.reshape(len(chars), -1))
-    return out
-
-
-def convert_sources(specs: list[str], out_path: Path, options=None) -> int:
-    """Write the sources as Kaggle's training.csv, or (``.npz``) as faces any kpjax run loads as they are.
-
-    The CSV holds 30 keypoint columns (empty where missing), then Image; the
-    ``.npz`` keeps any frame, the groups behind the split and the sources.
-    Returns the number of faces written.
-    """
-    import csv
-
-    from kpjax.sources import LoadOptions, cache, load_data
-
-    options = options or LoadOptions()
-    as_npz = out_path.suffix == ".npz"
-    if not as_npz and (options.layout != KAGGLE or options.size != KAGGLE_SIZE or options.color):
-        raise KpjaxError("a Kaggle training.csv holds 96x96 grey faces with the 15 Kaggle keypoints only; "
-                         "write another frame to a .npz")
-    dataset = load_data(specs, options)
-    if as_npz:
-        cache.save_faces(out_path, dataset, [], compress=True)
-        return len(dataset)
-    values = dataset.keypoints.reshape(len(dataset), -1)
-    with open(out_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*KAGGLE.columns, "Image"])
-        for row, pixels in zip(values, _pixel_strings(dataset.images)):
-            writer.writerow([*("" if np.isnan(v) else f"{v:.4f}" for v in row), pixels])
-    return len(dataset)

@@ -10,7 +10,9 @@ import pandas as pd
 
 from kpjax.dataset import Dataset
 from kpjax.errors import KpjaxError
+from kpjax.image import to_frame
 from kpjax.keypoints import KAGGLE, KAGGLE_SIZE
+from kpjax.sources.rows import LoadOptions
 
 NUM_PIXELS = KAGGLE_SIZE * KAGGLE_SIZE
 
@@ -96,15 +98,13 @@ def _parse_keypoints(path: Path, frame: pd.DataFrame) -> np.ndarray:
     return values.reshape(len(frame), KAGGLE.num_keypoints, 2)
 
 
-def read_training(path: Path, options) -> Dataset:
+def read_training(path: Path, options: LoadOptions) -> Dataset:
     """Kaggle's training.csv: 30 keypoint columns (NaN where missing), then the image."""
     if options.layout != KAGGLE:
         raise KpjaxError(f"{path}: Kaggle data has the 15 Kaggle keypoints only, not {options.layout.name}")
     frame = _read_csv(path, [*KAGGLE.columns, "Image"])
     images = parse_images(path, frame["Image"])
     keypoints = _parse_keypoints(path, frame)
-    from kpjax.image import to_frame
-
     images, keypoints = to_frame(images, keypoints, options.size, options.color)
     rows = np.array([f"{path.name}:{i}" for i in range(len(frame))])
     return Dataset(images, keypoints, KAGGLE, groups=rows, sources=np.full(len(frame), "kaggle"))

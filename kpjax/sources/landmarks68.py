@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpjax.sources.convert import MALFORMED, Row
+from kpjax.sources.rows import MALFORMED, Row
 
 NUM_POINTS = 68
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")

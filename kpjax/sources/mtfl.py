@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpjax.sources.convert import MALFORMED, Row
+from kpjax.sources.rows import MALFORMED, Row
 
 NUM_POINTS = 5
 FIELD_COUNTS = (1 + 2 * NUM_POINTS, 1 + 2 * NUM_POINTS + 4)  # original MTFL adds gender, smile, glasses, pose

@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 
 from kpjax.dataset import Dataset
+from kpjax.errors import KpjaxError
 from kpjax.image import to_frame
 from kpjax.keypoints import KAGGLE, KAGGLE_MEAN_FACE, KAGGLE_NAMES, KAGGLE_SIZE
+from kpjax.sources.rows import LoadOptions
 
 _SHIFT = 4  # cv2 fixed-point bits, for sub-pixel drawing
 _K = {name: i for i, name in enumerate(KAGGLE_NAMES)}
@@ -44,7 +46,7 @@ def _draw_face(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_faces(count: int, seed: int = 0, options=None) -> Dataset:
+def make_faces(count: int, seed: int = 0, options: LoadOptions | None = None) -> Dataset:
     """``count`` drawn faces, each a random similarity transform of Kaggle's mean face."""
     rng = np.random.default_rng(seed)
     images = np.empty((count, KAGGLE_SIZE, KAGGLE_SIZE, 1), np.uint8)
@@ -61,8 +63,6 @@ def make_faces(count: int, seed: int = 0, options=None) -> Dataset:
     if options is not None:
         images, keypoints = to_frame(images, keypoints, options.size, options.color)
         if options.layout != KAGGLE:
-            from kpjax.errors import KpjaxError
-
             raise KpjaxError(f"--data synthetic draws the 15 Kaggle keypoints only, not {options.layout.name}")
     groups = np.array([f"synthetic:{i}" for i in range(count)])
     return Dataset(images, keypoints, KAGGLE, groups, np.full(count, "synthetic"))

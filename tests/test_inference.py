@@ -1,0 +1,74 @@
+"""The network at inference: the model split, the jitted predict step, batching, flip TTA and the crop refinement."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from kpjax.augment import flip_targets
+from kpjax.config import TrainConfig
+from kpjax.errors import KpjaxError
+from kpjax.inference import (CONVERGED_PX, Predictor, crop_change, predict_model, predict_normalised, predict_step,
+                             similarity_crop, split_model)
+from kpjax.keypoints import IBUG68, KAGGLE
+from kpjax.models import create_model, to_input
+from kpjax.sources.convert import mean_face
+from kpjax.sources.synthetic import make_faces
+
+
+@pytest.fixture(scope="module")
+def model() -> nnx.Module:
+    return create_model("seed", num_outputs=30, size=96, channels=1, seed=0)
+
+
+def test_config_names_its_layout_and_channels():
+    assert (TrainConfig().layout, TrainConfig().channels) == (KAGGLE, 1)
+    assert (TrainConfig(keypoints="ibug68", color=True).layout, TrainConfig(color=True).channels) == (IBUG68, 3)
+
+
+def test_split_model_keeps_the_parameters_apart_and_predicts_as_the_model(model):
+    graphdef, params, rest = split_model(model)
+    for part, kind in ((params, nnx.Param), (rest, nnx.Not(nnx.Param))):
+        expected = jax.tree.leaves(nnx.state(model, kind))
+        assert len(jax.tree.leaves(part)) == len(expected)
+        for leaf, want in zip(jax.tree.leaves(part), expected):
+            np.testing.assert_array_equal(np.asarray(leaf), np.asarray(want))
+    images = make_faces(3, seed=1).images
+    np.testing.assert_allclose(np.asarray(predict_step(graphdef, params, rest, images)),
+                               np.asarray(model(to_input(images))), atol=1e-6)
+
+
+def test_predictions_do_not_depend_on_the_batch(model):
+    images = make_faces(7, seed=2).images
+    whole = predict_model(model, images)
+    assert whole.shape == (7, 30)
+    np.testing.assert_allclose(predict_model(model, images, batch_size=3), whole, atol=1e-5)
+    np.testing.assert_allclose(predict_normalised(*split_model(model), images[:1]), whole[:1], atol=1e-5)
+    assert predict_model(model, images[:0]).shape[0] == 0
+
+
+def test_flip_tta_of_a_mirror_symmetric_predictor_changes_nothing(model):
+    images = np.zeros((2, 96, 96, 1), np.uint8)  # a blank image is its own mirror image
+    plain = predict_model(model, images)
+    tta = predict_model(model, images, flip_permutation=KAGGLE.flip_permutation)
+    expected, _ = flip_targets(jnp.asarray(plain), jnp.ones(plain.shape, bool), KAGGLE.flip_permutation, 96)
+    np.testing.assert_allclose(tta, (plain + np.asarray(expected)) / 2, atol=1e-6)
+
+
+def test_similarity_crop_takes_a_turned_and_moved_face_back_to_the_mean_face():
+    angle, scale, shift = np.radians(20), 2.5, np.array([130.0, 70.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    in_photo = scale * mean_face(96) @ rotation.T + shift
+    matrix = similarity_crop(in_photo, KAGGLE.name, 96)
+    np.testing.assert_allclose(in_photo @ matrix[:, :2].T + matrix[:, 2], mean_face(96), atol=1e-9)
+    assert crop_change(matrix, matrix, 96) == pytest.approx(0.0, abs=1e-9)
+    moved = matrix + np.array([[0.0, 0.0, 2 * CONVERGED_PX], [0.0, 0.0, 0.0]])
+    assert crop_change(matrix, moved, 96) == pytest.approx(2 * CONVERGED_PX)
+
+
+def test_predictor_refuses_no_passes(model):
+    with pytest.raises(KpjaxError, match="--passes 0: expected at least 1"):
+        Predictor(model, TrainConfig(), passes=0)
