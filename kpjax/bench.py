@@ -25,7 +25,8 @@ from kpjax.distributed import FORCE_CPU_DEVICES, DataParallel
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE
 from kpjax.models import create_model
-from kpjax.train_step import init_state, make_optimizer, make_train_step, predict_step
+from kpjax.inference import predict_step
+from kpjax.train_step import init_state, make_optimizer, make_train_step
 
 PEERS = ("keras", "torch")  # benchmarks/peers/NAME_seed.py: the seed CNN in Keras/TensorFlow and PyTorch
 PEERS_DIR_VARIABLE = "KPJAX_PEERS_DIR"

@@ -10,9 +10,6 @@ from kpjax.dataset import Dataset
 from kpjax.inference import predict_model
 from kpjax.keypoints import denormalise, interocular_distance
 
-# Only for kpjax/train.py, which another branch of issue #14 rewrites: drop once it imports kpjax.inference.
-from kpjax.inference import predict_normalised  # noqa: F401
-
 
 def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:
     """The seed's MSE/MAE (normalised, present values only), Kaggle's RMSE in pixels, NME and per-keypoint RMSE."""

@@ -34,6 +34,7 @@ from kpjax.errors import KpjaxError
 from kpjax.inference import predict_step, split_model
 
 OPSET = 19  # AveragePool takes dilations from 19 on
+OUTPUTS = ("keypoints", "errors")
 TOLERANCE = 1e-4
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -293,7 +294,8 @@ _TRANSLATIONS = {
 
 
 def to_onnx(model: nnx.Module, config: TrainConfig):
-    """The model's predict step as an ONNX ModelProto (uint8 NHWC images in, (batch, 2K) keypoints out)."""
+    """The model's predict step as an ONNX ModelProto: uint8 NHWC images in, (batch, 2K) keypoints out, and with
+    an error head (batch, K) expected errors in frame pixels."""
     onnx = _onnx()
     graphdef, params, rest = split_model(model)
     (batch,) = export.symbolic_shape("batch")
@@ -302,13 +304,16 @@ def to_onnx(model: nnx.Module, config: TrainConfig):
     g = _Graph()
     (images,) = closed.jaxpr.invars
     g.names[images] = "images"
-    (result,) = g.walk(closed.jaxpr, closed.consts, [images])
-    g.nodes.append(onnx.helper.make_node("Identity", [g.name(result)], ["keypoints"]))
+    results = g.walk(closed.jaxpr, closed.consts, [images])
+    names = OUTPUTS[: len(results)]  # the errors only where the model estimates them
+    for name, result in zip(names, results):
+        g.nodes.append(onnx.helper.make_node("Identity", [g.name(result)], [name]))
+    widths = {"keypoints": 2 * config.layout.num_keypoints, "errors": config.layout.num_keypoints}
     graph = onnx.helper.make_graph(
         g.nodes, "kpjax",
         [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.UINT8,
                                             ["batch", config.size, config.size, config.channels])],
-        [onnx.helper.make_tensor_value_info("keypoints", onnx.TensorProto.FLOAT, ["batch", 2 * config.layout.num_keypoints])],
+        [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", widths[name]]) for name in names],
         g.initializers,
     )
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="kpjax")
@@ -316,23 +321,26 @@ def to_onnx(model: nnx.Module, config: TrainConfig):
     onnx.helper.set_model_props(proto, {
         "keypoints": json.dumps(config.layout.names), "size": str(config.size), "color": str(config.color),
         "input": "uint8 NHWC 0..255", "output": "x, y per keypoint; frame pixels = (v + 1) * size / 2",
+        **({"errors": "each keypoint's expected error, frame pixels"} if "errors" in names else {}),
     })
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
 def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: int = 0) -> float:
-    """Max |onnxruntime - JAX| on a batch of random images; raises if it exceeds ``TOLERANCE``."""
+    """Max |onnxruntime - JAX| on a batch of random images (relative for the expected errors); raises if it
+    exceeds ``TOLERANCE``."""
     try:
         import onnxruntime
     except ImportError:
         raise KpjaxError("export needs onnx and onnxruntime: pip install 'kpjax[export]'") from None
     shape = (batch, config.size, config.size, config.channels)
     images = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
-    expected = np.asarray(predict_step(*split_model(model), images))
+    expected = [np.asarray(x) for x in predict_step(*split_model(model), images) if x is not None]
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(["keypoints"], {"images": images})
-    difference = float(np.abs(actual - expected).max())
+    actual = session.run(list(OUTPUTS[: len(expected)]), {"images": images})
+    difference = max(float(np.abs(a - e).max() / (1.0 if name == "keypoints" else np.abs(e).max()))
+                     for name, a, e in zip(OUTPUTS, actual, expected))
     if not difference <= TOLERANCE:
         raise KpjaxError(f"export: ONNX and JAX outputs differ by {difference:.2e} (> {TOLERANCE:g}); nothing written")
     return difference

@@ -28,8 +28,8 @@ from kpjax.config import TrainConfig
 from kpjax.detect import Detection, FaceDetector, box_matrix, frame_box, is_face_crop
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine, invert_affine, resize_matrix, warp
-from kpjax.keypoints import denormalise
-from kpjax.models import to_input
+from kpjax.keypoints import OUTER_CORNERS, denormalise
+from kpjax.models import LAPLACE_MEAN_DISTANCE, estimates_error, to_input
 from kpjax.records import Face
 from kpjax.sources.convert import kaggle_points, mean_face
 
@@ -45,37 +45,59 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def _predict(graphdef, params, rest, images):
-    return nnx.merge(graphdef, params, rest)(to_input(images))
+    """(N, 2K) keypoints, and (N, K) expected errors in frame pixels (None for a model without an error head)."""
+    model = nnx.merge(graphdef, params, rest)
+    if not estimates_error(model):
+        return model(to_input(images)), None
+    points, log_error = model(to_input(images), with_error=True)
+    return points, jnp.exp(log_error)
 
 
 predict_step = jax.jit(_predict, static_argnums=0)
 
 
 def predict_normalised(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, images: np.ndarray,
-                       batch_size: int = PREDICT_BATCH, flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
-    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all.
+                       batch_size: int = PREDICT_BATCH, flip_permutation: tuple[int, ...] | None = None,
+                       with_errors: bool = False):
+    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all; with
+    ``with_errors``, also each keypoint's expected error (N, K, frame pixels; None without an error head).
 
     With ``flip_permutation``, each is averaged with the mirrored face's prediction mapped back (flip
     test-time augmentation).
     """
-    outputs = []
+    points, errors = [], []
     batch_size = min(batch_size, len(images)) or 1
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(np.asarray(predict_step(graphdef, params, rest, padded))[: len(chunk)])
-    predictions = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
-    if flip_permutation is None or not len(images):
-        return predictions
-    mirrored = predict_normalised(graphdef, params, rest, np.ascontiguousarray(images[:, :, ::-1]), batch_size)
-    unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation, images.shape[2])
-    return (predictions + np.asarray(unflipped)) / 2
+        chunk_points, chunk_errors = predict_step(graphdef, params, rest, padded)
+        points.append(np.asarray(chunk_points)[: len(chunk)])
+        errors.append(None if chunk_errors is None else np.asarray(chunk_errors)[: len(chunk)])
+    predictions = np.concatenate(points) if points else np.zeros((0, 0), np.float32)
+    expected = None if not errors or errors[0] is None else np.concatenate(errors)
+    if flip_permutation is not None and len(images):
+        mirrored, mirrored_errors = predict_normalised(graphdef, params, rest, np.ascontiguousarray(images[:, :, ::-1]),
+                                                       batch_size, with_errors=True)
+        unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation,
+                                    images.shape[2])
+        predictions = (predictions + np.asarray(unflipped)) / 2
+        if expected is not None:
+            expected = (expected + mirrored_errors[:, list(flip_permutation)]) / 2
+    return (predictions, expected) if with_errors else predictions
 
 
 def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                  flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
+                  flip_permutation: tuple[int, ...] | None = None, with_errors: bool = False):
     """Predictions in the seed's units (see ``predict_normalised``)."""
-    return predict_normalised(*split_model(model), images, batch_size, flip_permutation)
+    return predict_normalised(*split_model(model), images, batch_size, flip_permutation, with_errors)
+
+
+def expected_nme(points: np.ndarray, errors: np.ndarray, layout_name: str) -> float:
+    """The NME a face's keypoints are expected to have (its quality score): the root mean expected squared error
+    of its points over its predicted outer-eye-corner distance, under the error head's Laplace model."""
+    a, b = OUTER_CORNERS[layout_name]
+    mean_squared = float(np.mean(4 * (errors / LAPLACE_MEAN_DISTANCE) ** 2))
+    return float(np.sqrt(mean_squared) / max(np.linalg.norm(points[a] - points[b]), 1e-6))
 
 
 def similarity_crop(points: np.ndarray, layout_name: str, size: int) -> np.ndarray:
@@ -125,17 +147,19 @@ class Predictor:
             return [(Detection(frame_box(matrix, size), None), matrix)]
         return [(d, box_matrix(d.box, size)) for d in self.detector(image)]
 
-    def frame_keypoints(self, frames: np.ndarray) -> np.ndarray:
-        """(N, K, 2) keypoints in frame pixels, batches padded to a power of two (at most ``batch_size``)."""
+    def frame_keypoints(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, K, 2) keypoints and (N, K) expected errors (None without an error head) in frame pixels,
+        batches padded to a power of two (at most ``batch_size``)."""
         n = len(frames)
         if n == 0:
-            return np.zeros((0, self.layout.num_keypoints, 2), np.float32)
+            return np.zeros((0, self.layout.num_keypoints, 2), np.float32), None
         batch = min(self.batch_size, 1 << (n - 1).bit_length())
         if n < batch:
             frames = np.concatenate([frames, np.zeros((batch - n, *frames.shape[1:]), frames.dtype)])
-        normalised = predict_normalised(self.graphdef, self.params, self.rest, frames, batch,
-                                        self.flip_permutation)[:n]
-        return denormalise(normalised, self.config.size).reshape(n, -1, 2)
+        normalised, errors = predict_normalised(self.graphdef, self.params, self.rest, frames, batch,
+                                                self.flip_permutation, with_errors=True)
+        points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
+        return points, None if errors is None else errors[:n]
 
     def __call__(self, images: list[np.ndarray], detections: list[list[Detection]] | None = None) -> list[list[Face]]:
         """Every face of every image, the crops of all images predicted together, pass by pass; ``detections``
@@ -146,13 +170,16 @@ class Predictor:
         faces = [(i, d, m) for i, found in enumerate(located) for d, m in found]
         matrices = [m for _, _, m in faces]
         points: list[np.ndarray] = [np.zeros((0, 2))] * len(faces)
+        errors: list[np.ndarray | None] = [None] * len(faces)
         active = list(range(len(faces)))
         for step in range(self.passes):
             frames = [warp(images[faces[k][0]], matrices[k], size, color) for k in active]
-            predicted = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
+            predicted, expected = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
             still_moving = []
-            for k, frame_points in zip(active, predicted):
+            for j, (k, frame_points) in enumerate(zip(active, predicted)):
                 points[k] = apply_affine(invert_affine(matrices[k]), frame_points)
+                if expected is not None:  # frame pixels to image pixels: the crop's scale
+                    errors[k] = expected[j] / np.sqrt(abs(np.linalg.det(matrices[k][:, :2])))
                 if step + 1 < self.passes and faces[k][1].score is not None:  # a whole-image crop stays as given
                     recrop = similarity_crop(points[k], self.layout.name, size)
                     if crop_change(matrices[k], recrop, size) >= CONVERGED_PX:
@@ -162,6 +189,7 @@ class Predictor:
             if not active:
                 break
         result: list[list[Face]] = [[] for _ in images]
-        for (i, d, _), face_points in zip(faces, points):
-            result[i].append(Face(d.box, d.score, face_points))
+        for (i, d, _), face_points, face_errors in zip(faces, points, errors):
+            quality = None if face_errors is None else expected_nme(face_points, face_errors, self.layout.name)
+            result[i].append(Face(d.box, d.score, face_points, face_errors, quality))
         return result

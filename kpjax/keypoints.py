@@ -80,6 +80,8 @@ def _ibug_flip() -> tuple[int, ...]:
 IBUG68 = Layout("ibug68", tuple(f"point_{i}" for i in range(68)), _ibug_flip())
 
 LAYOUTS = {layout.name: layout for layout in (KAGGLE, IBUG68)}
+# Outer eye corners, the NME normaliser (as 300-W reports it): Kaggle's left/right_eye_outer_corner, iBUG's 45 and 36.
+OUTER_CORNERS = {KAGGLE.name: (3, 5), IBUG68.name: (45, 36)}
 
 # Mean of the complete rows of Kaggle's training.csv (pixels, 96x96 frame).
 KAGGLE_MEAN_FACE = np.array(

@@ -215,6 +215,11 @@ class HeatmapCNN(nnx.Module):
         return jnp.concatenate([x[..., None], y[..., None]], axis=-1).reshape(n, 2 * k), spread  # x0, y0, x1, ...
 
 
+# A keypoint's error (x, y) is modelled as two independent Laplace variables of one scale b: its expected distance
+# is LAPLACE_MEAN_DISTANCE * b (what the error head predicts), its expected squared distance 4 * b**2.
+LAPLACE_MEAN_DISTANCE = 1.6226
+
+
 class ErrorHead(nnx.Module):
     """Each keypoint's expected error: a small MLP, shared by the keypoints, over the decoder's features pooled
     by that keypoint's heatmap, the whole face's encoder features and the heatmap's spread.

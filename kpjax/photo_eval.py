@@ -22,7 +22,7 @@ from kpjax.dataset import group_split
 from kpjax.errors import KpjaxError
 from kpjax.image import read_image
 from kpjax.inference import Predictor
-from kpjax.keypoints import IBUG68, KAGGLE, KAGGLE_MEAN_FACE, LAYOUTS
+from kpjax.keypoints import IBUG68, KAGGLE, KAGGLE_MEAN_FACE, LAYOUTS, OUTER_CORNERS
 from kpjax.records import ImageResult, draw_keypoints
 from kpjax.sources import LoadOptions, read_rows
 from kpjax.sources.convert import check_rows, kaggle_points
@@ -30,8 +30,6 @@ from kpjax.sources.rows import Row
 
 FAILURE_NME = 0.10  # 300-W's failure threshold, and the end of the CED curve's area
 MATCH_IOU = 0.3
-# Outer eye corners, the NME normaliser: Kaggle's left/right_eye_outer_corner, iBUG's 45 and 36.
-OUTER_CORNERS = {KAGGLE.name: (3, 5), IBUG68.name: (45, 36)}
 # NME times this is an error in the pixels of Kaggle's 96 x 96 frame (its mean face's outer-eye distance).
 KAGGLE_OUTER_EYES_PX = float(np.linalg.norm(KAGGLE_MEAN_FACE[3] - KAGGLE_MEAN_FACE[5]))
 

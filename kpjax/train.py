@@ -21,7 +21,8 @@ from kpjax.config import TrainConfig, option_name
 from kpjax.dataset import Dataset, group_split, save_split
 from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
-from kpjax.evaluate import keypoint_metrics, predict_normalised
+from kpjax.evaluate import keypoint_metrics
+from kpjax.inference import predict_normalised
 from kpjax.keypoints import LAYOUTS
 from kpjax.models import create_model, estimates_error
 from kpjax.rundir import RunLock, atomic_write

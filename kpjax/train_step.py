@@ -17,20 +17,13 @@ from flax import nnx
 
 from kpjax.config import TrainConfig
 from kpjax.inference import split_model
-from kpjax.models import estimates_error, to_input
-
-# Only for kpjax/bench.py, which another branch of issue #14 rewrites: drop once it imports kpjax.inference.
-from kpjax.inference import predict_step  # noqa: F401
+from kpjax.models import LAPLACE_MEAN_DISTANCE, estimates_error, to_input
 
 
 def masked_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean squared error over present values only: a missing keypoint adds nothing, not even gradient."""
     squared = jnp.where(mask, (predictions - targets) ** 2, 0.0)
     return squared.sum() / jnp.maximum(mask.sum(), 1)
-
-
-# The mean distance from the origin of a point whose x and y are independent unit-scale Laplace variables.
-LAPLACE_MEAN_DISTANCE = 1.6226
 
 
 def error_nll(log_error: jax.Array, predictions: jax.Array, targets: jax.Array, mask: jax.Array,

@@ -34,7 +34,10 @@ class Smoother:
     """Exponential smoothing of each face's keypoints: ``s = alpha * x + (1 - alpha) * s_prev``.
 
     A face continues the previous frame's nearest face whose box centre lies
-    within half a box width; a face with no such partner starts afresh.
+    within half a box width; a face with no such partner starts afresh. With
+    expected errors (an error head), each point's ``alpha`` is scaled by how sure
+    it is against the face's median point (between alpha / 4 and 1): a doubtful
+    point leans on its past, a sure one follows the frame.
     """
 
     def __init__(self, alpha: float):
@@ -53,9 +56,17 @@ class Smoother:
                     best, best_distance = i, distance
             if best is not None:
                 taken.add(best)
-                face.points = self.alpha * face.points + (1 - self.alpha) * self.previous[best].points
+                alpha = self.point_weights(face)
+                face.points = alpha * face.points + (1 - alpha) * self.previous[best].points
         self.previous = faces
         return faces
+
+    def point_weights(self, face: Face) -> float | np.ndarray:
+        """``alpha``, or with expected errors one weight per point (K, 1)."""
+        if face.errors is None or self.alpha == 1.0:
+            return self.alpha
+        relative = np.median(face.errors) / np.maximum(face.errors, 1e-6)
+        return np.clip(self.alpha * relative, self.alpha / 4, 1.0)[:, None]
 
 
 class FaceTracker:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from kpjax.config import TrainConfig
-from kpjax.models import create_model, estimates_error
+from kpjax.models import LAPLACE_MEAN_DISTANCE, create_model, estimates_error
 from kpjax.train import train
-from kpjax.train_step import LAPLACE_MEAN_DISTANCE, error_nll
+from kpjax.train_step import error_nll
 
 
 def test_error_head_leaves_the_keypoints_as_they_were(tmp_path):
@@ -21,7 +21,9 @@ def test_error_head_leaves_the_keypoints_as_they_were(tmp_path):
                              error_head=error_head)
         histories[error_head] = train(config, tmp_path / str(error_head), log=lambda _: None).history
     for without, with_head in zip(histories[False], histories[True]):
-        assert with_head["val_mse"] == without["val_mse"] and with_head["train_mse"] == without["train_mse"]
+        assert with_head["train_mse"] == without["train_mse"]
+        # Predicting the errors too compiles another graph: the same keypoints up to rounding.
+        assert with_head["val_mse"] == pytest.approx(without["val_mse"], rel=1e-5)
         assert "train_error_nll" in with_head and "train_error_nll" not in without
     assert histories[True][1]["train_error_nll"] < histories[True][0]["train_error_nll"]
 

@@ -31,7 +31,7 @@ def test_export_round_trip(trained_run, tmp_path):
     for batch in (faces[:1], faces):  # the batch size is free
         (onnx_out,) = session.run(["keypoints"], {"images": batch})
         assert onnx_out.shape == (len(batch), 30)
-        np.testing.assert_allclose(onnx_out, np.asarray(predict_step(graphdef, params, rest, batch)), atol=1e-4)
+        np.testing.assert_allclose(onnx_out, np.asarray(predict_step(graphdef, params, rest, batch)[0]), atol=1e-4)
 
 
 class PoolNet(nnx.Module):

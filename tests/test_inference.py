@@ -37,7 +37,7 @@ def test_split_model_keeps_the_parameters_apart_and_predicts_as_the_model(model)
         for leaf, want in zip(jax.tree.leaves(part), expected):
             np.testing.assert_array_equal(np.asarray(leaf), np.asarray(want))
     images = make_faces(3, seed=1).images
-    np.testing.assert_allclose(np.asarray(predict_step(graphdef, params, rest, images)),
+    np.testing.assert_allclose(np.asarray(predict_step(graphdef, params, rest, images)[0]),
                                np.asarray(model(to_input(images))), atol=1e-6)
 
 
