@@ -219,12 +219,20 @@ def _select_n(g, eqn):
 
 
 def _dot_general(g, eqn):
+    """A matmul over the last axis by a 2-D matrix, or a batched (B.., M, K) x (B.., K, N) product in any
+    axis order with one contracting and at most one free axis a side (as ``jnp.einsum`` writes them)."""
     (contract_l, contract_r), (batch_l, batch_r) = eqn.params["dimension_numbers"]
     lhs, rhs = eqn.invars
-    if batch_l or batch_r or list(contract_l) != [lhs.aval.ndim - 1] or rhs.aval.ndim != 2:
+    if not batch_l and list(contract_l) == [lhs.aval.ndim - 1] and rhs.aval.ndim == 2:
+        weights = g.name(rhs) if list(contract_r) == [0] else g.node("Transpose", [g.name(rhs)], perm=[1, 0])
+        return g.node("MatMul", [g.name(lhs), weights])
+    free_l = [i for i in range(lhs.aval.ndim) if i not in (*batch_l, *contract_l)]
+    free_r = [i for i in range(rhs.aval.ndim) if i not in (*batch_r, *contract_r)]
+    if len(contract_l) != 1 or len(free_l) != 1 or len(free_r) != 1:
         raise KpjaxError(f"export: dot_general {eqn.params['dimension_numbers']} has no ONNX translation")
-    weights = g.name(rhs) if list(contract_r) == [0] else g.node("Transpose", [g.name(rhs)], perm=[1, 0])
-    return g.node("MatMul", [g.name(lhs), weights])
+    left = g.node("Transpose", [g.name(lhs)], perm=[*batch_l, *free_l, *contract_l])  # (B.., M, K)
+    right = g.node("Transpose", [g.name(rhs)], perm=[*batch_r, *contract_r, *free_r])  # (B.., K, N)
+    return g.node("MatMul", [left, right])  # (B.., M, N): dot_general's own output order
 
 
 def _conv(g, eqn):

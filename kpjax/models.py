@@ -234,10 +234,11 @@ class ErrorHead(nnx.Module):
 
     def __call__(self, decoded: jax.Array, weights: jax.Array, context: jax.Array, spread: jax.Array) -> jax.Array:
         """(N, K) log expected error, frame pixels."""
-        local = jnp.einsum("nhwk,nhwc->nkc", weights, decoded)
+        n, h, w, k = weights.shape
+        local = jnp.einsum("nsk,nsc->nkc", weights.reshape(n, h * w, k), decoded.reshape(n, h * w, -1))
         context = jnp.broadcast_to(context.mean(axis=(1, 2))[:, None, :], (*local.shape[:2], context.shape[-1]))
         features = jnp.concatenate([local, context, jnp.log(spread + 1e-3)[..., None]], axis=-1)
-        return self.out(jax.nn.relu(self.hidden(features)))[..., 0]
+        return jnp.squeeze(self.out(jax.nn.relu(self.hidden(features))), -1)
 
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {

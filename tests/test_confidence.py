@@ -54,3 +54,89 @@ def test_only_heatmap_models_grow_an_error_head_and_old_runs_load_without_one():
     legacy = TrainConfig(model="heatmap").to_json().replace('"error_head": true', '"retired": 1')
     assert TrainConfig.from_json(legacy).error_head is False
     assert TrainConfig.from_json(TrainConfig(model="heatmap").to_json()).error_head is True
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from kpjax.checkpoint import load_model
+
+    return load_model(None)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.astronaut()
+
+
+def test_the_shipped_model_estimates_its_errors(shipped):
+    model, config = shipped
+    assert config.error_head and estimates_error(model)
+
+
+def test_every_output_format_carries_the_confidence(shipped, astronaut, tmp_path):
+    import csv
+    import json
+
+    from PIL import Image
+
+    from kpjax.cli import run
+
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
+    for fmt in ("json", "csv"):
+        assert run(["predict", str(tmp_path / "astronaut.png"), "--out", str(tmp_path / fmt), "--format", fmt]) == 0
+    (face,) = json.loads((tmp_path / "json" / "predictions.json").read_text())[0]["faces"]
+    assert list(face["errors"]) == list(face["keypoints"]) == list(shipped[1].layout.names)
+    assert all(0.1 < e < 30 for e in face["errors"].values())  # pixels of a 512-px photo with a ~110-px face
+    assert 0.0 < face["expected_nme"] < 0.1
+    (row,) = csv.DictReader((tmp_path / "csv" / "predictions.csv").read_text().splitlines())
+    assert float(row["expected_nme"]) == pytest.approx(face["expected_nme"], abs=1e-4)
+    assert float(row["nose_tip_error"]) == pytest.approx(face["errors"]["nose_tip"], abs=0.01)
+
+
+def test_the_onnx_export_carries_the_expected_errors(shipped, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from kpjax.cli import run
+    from kpjax.inference import predict_step, split_model
+
+    model, config = shipped
+    assert run(["export", "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["keypoints", "errors"]
+    images = np.random.default_rng(0).integers(0, 256, (3, config.size, config.size, 1), np.uint8)
+    keypoints, errors = session.run(["keypoints", "errors"], {"images": images})
+    expected_points, expected_errors = predict_step(*split_model(model), images)
+    np.testing.assert_allclose(keypoints, np.asarray(expected_points), atol=1e-4)
+    np.testing.assert_allclose(errors, np.asarray(expected_errors), rtol=1e-3)
+
+
+def test_a_misplaced_crop_gets_a_worse_face_score(shipped, astronaut):
+    from kpjax.detect import Detection, make_detector
+    from kpjax.inference import Predictor
+
+    model, config = shipped
+    predictor = Predictor(model, config, make_detector("fast"), passes=1)
+    ((found,),) = predictor([astronaut])  # the detector's box, then boxes shifted by a third and a half of it
+    x, y, w, h = found.box
+    boxes = [found.box, (x + w / 3, y, w, h), (x, y + h / 2, w, h), (x - w / 2, y - h / 2, 2 * w, 2 * h)]
+    (faces,) = predictor([astronaut], [[Detection(box, 1.0) for box in boxes]])
+    scores = [face.expected_nme for face in faces]
+    assert all(scores[0] < s for s in scores[1:]), scores
+    assert all(faces[0].errors.mean() < face.errors.mean() for face in faces[1:])
+
+
+def test_smoothing_leans_on_the_past_for_doubtful_points():
+    from kpjax.records import Face
+    from kpjax.video import Smoother
+
+    smoother = Smoother(0.5)
+    box = (0.0, 0.0, 100.0, 100.0)
+    errors = np.ones(15)
+    errors[0] = 4.0  # one doubtful point
+    smoother([Face(box, 1.0, np.zeros((15, 2)), errors)])
+    (face,) = smoother([Face(box, 1.0, np.full((15, 2), 10.0), errors)])
+    assert face.points[1, 0] == pytest.approx(5.0)  # a point as sure as the median: alpha itself
+    assert face.points[0, 0] == pytest.approx(10.0 * 0.5 / 4)  # four times as doubtful: a quarter of alpha
+    (plain,) = Smoother(0.5)([Face(box, 1.0, np.zeros((15, 2)))])
+    assert plain.errors is None
