@@ -170,8 +170,13 @@ def openapi_spec(names: tuple[str, ...], max_bytes: int) -> dict:
         "Face": {"type": "object", "required": ["box", "score", "keypoints"], "properties": {
             "box": numbers | {"minItems": 4, "maxItems": 4, "description": "x, y, width, height in pixels"},
             "score": {"type": ["number", "null"], "description": "the face detector's score"},
+            "expected_nme": {"type": ["number", "null"], "description": (
+                "the face's quality score: the NME (RMSE of the points over the outer-eye distance) its keypoints are "
+                "expected to have; null for a model without an error head")},
             "keypoints": {"type": "object", "required": list(names),
-                          "properties": {name: {"$ref": "#/components/schemas/Point"} for name in names}}}},
+                          "properties": {name: {"$ref": "#/components/schemas/Point"} for name in names}},
+            "errors": {"type": ["object", "null"], "description": "each keypoint's expected error, pixels",
+                       "properties": {name: {"type": "number"} for name in names}}}},
         "Point": numbers | {"minItems": 2, "maxItems": 2,
                             "description": "x, y in the image's pixels (pixel centres at integers)"},
         "Health": {"type": "object", "properties": {

@@ -132,7 +132,7 @@ def test_keypoints_match_kpjax_predict(server, astronaut_jpeg, predictor, tmp_pa
     status, raw = post_image(server["port"], astronaut_jpeg)
     assert status == 200
     assert raw == expected | {"image": "upload", "overlay": ""}
-    assert len(raw["faces"]) == 1 and raw["faces"][0]["score"] > 0
+    assert len(raw["faces"]) == 1 and raw["faces"][0]["score"] > 0 and raw["faces"][0]["expected_nme"] > 0
     assert_on_the_face(raw["faces"][0]["keypoints"])
 
     status, form = post_image(server["port"], *multipart("image", "astronaut.jpg", astronaut_jpeg))
@@ -327,7 +327,10 @@ def test_page_draws_the_astronauts_keypoints(server, browser, astronaut_jpeg, tm
     points = dots.evaluate_all("dots => dots.map(d => [d.dataset.name, +d.getAttribute('cx'), +d.getAttribute('cy')])")
     assert_on_the_face({name: (x - 0.5, y - 0.5) for name, x, y in points})
     assert page.locator("#overlay rect.box").count() == 1
+    assert page.locator("#overlay circle.expected-error").count() == 15  # a ring per point: its expected error
     assert page.locator("#numbers tbody tr").count() == 15
+    assert page.locator("#numbers th").all_text_contents() == ["keypoint", "x", "y", "± px"]
+    assert "expected NME" in page.locator(".face-meta").text_content()
     assert page.locator("#status").text_content().startswith("1 face in 512×512 px")
     # The dots sit over the photo as shown: the overlay's box is the image's box on the page.
     assert page.locator("#overlay").bounding_box() == page.locator("#photo").bounding_box()

@@ -33,8 +33,12 @@ function drawFaces(result) {
     const [x, y, w, h] = face.box;
     overlay.append(svgElement("rect", { x, y, width: w, height: h, class: "box" }, `face ${index + 1}`));
     for (const [name, [px, py]] of Object.entries(face.keypoints)) {
+      const error = face.errors ? face.errors[name] : null;
+      if (error !== null) {  // a ring as wide as the point's expected error: the doubtful points stand out
+        overlay.append(svgElement("circle", { cx: px + 0.5, cy: py + 0.5, r: Math.max(error, radius), class: "expected-error" }));
+      }
       const dot = svgElement("circle", { cx: px + 0.5, cy: py + 0.5, r: radius, class: "keypoint" },
-                             `${name} (${px}, ${py})`);
+                             error === null ? `${name} (${px}, ${py})` : `${name} (${px}, ${py}) ± ${error} px`);
       dot.dataset.face = index;
       dot.dataset.name = name;
       overlay.append(dot);
@@ -51,9 +55,11 @@ function showNumbers(result) {
     const meta = document.createElement("p");
     meta.className = "face-meta";
     const score = face.score === null ? "taken whole" : `score ${face.score}`;
-    meta.textContent = `box ${face.box.join(", ")} · ${score}`;
+    const quality = face.expected_nme === null ? "" : ` · expected NME ${(100 * face.expected_nme).toFixed(1)}%`;
+    meta.textContent = `box ${face.box.join(", ")} · ${score}${quality}`;
     const table = document.createElement("table");
-    table.createTHead().insertRow().append(...["keypoint", "x", "y"].map((text) => {
+    const columns = face.errors ? ["keypoint", "x", "y", "± px"] : ["keypoint", "x", "y"];
+    table.createTHead().insertRow().append(...columns.map((text) => {
       const cell = document.createElement("th");
       cell.textContent = text;
       return cell;
@@ -63,7 +69,9 @@ function showNumbers(result) {
       const row = body.insertRow();
       row.dataset.face = index;
       row.dataset.name = name;
-      for (const text of [name.replaceAll("_", " "), x.toFixed(1), y.toFixed(1)]) row.insertCell().textContent = text;
+      const cells = [name.replaceAll("_", " "), x.toFixed(1), y.toFixed(1)];
+      if (face.errors) cells.push(face.errors[name].toFixed(1));
+      for (const text of cells) row.insertCell().textContent = text;
     }
     numbers.append(heading, meta, table);
   });
