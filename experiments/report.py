@@ -239,6 +239,53 @@ def _detection_section(records: list[dict]) -> list[str]:
     return lines
 
 
+def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
+    """Calibration of the error head: per-point rank correlation, reliability, hidden points, failures flagged."""
+    def flag(f: dict) -> str:
+        return (f"{f['failures_flagged']} of {f['failures']} ({f['failures_flagged'] / max(f['failures'], 1):.0%}) at "
+                f"{f['false_alarms']:.1%} false alarms, AUC {f.get('auc', float('nan')):.3f}")
+
+    lines = ["", "## How far off is each point? (`experiments/confidence.py`)", "",
+             "The shipped model's error head (kpjax/models.py ErrorHead: an MLP over the decoder's features pooled by "
+             "each keypoint's heatmap, the face's encoder features and the heatmap's spread, trained beside the "
+             "keypoints on their stop-gradient residuals under a Laplace likelihood) gives each point an expected "
+             "error and each face an expected NME, its quality score. Validation persons only; failures: NME > 10 %; "
+             "the flagging threshold is the expected NME's 90th percentile among the good faces (<= 10 % false alarms).",
+             "Ceiling: the median Spearman a perfectly calibrated head with the same expected errors would reach "
+             "(errors drawn from its own Laplace model): a point's error scatters around its expected value by about "
+             "half of it, so the rank correlation is capped by how much the expected errors differ between faces.",
+             "", "| faces | Spearman per point, median (min) | ceiling | pooled | actual / expected error | "
+             "failures flagged |", "|---|---|---|---|---|---|"]
+    for label, c in record["crops"].items():
+        sp = c["spearman"]
+        lines.append(f"| {label} ({record['validation_faces']}) | {sp['median']:.3f} ({sp['min']:.3f}) | "
+                     f"{c['spearman_ceiling']:.3f} | {sp['pooled']:.3f} | "
+                     f"{c['reliability']['ratio_actual_to_expected']:.2f} | {flag(c['flagging'])} |")
+    e = record["end_to_end"]
+    sp = e["spearman_points"]
+    lines.append(f"| end to end, {e['faces_scored']} faces in {e['photos']} photos (fast detector, 3 passes) | "
+                 f"{sp['median']:.3f} ({sp['min']:.3f}) | {e['spearman_ceiling']:.3f} | {sp['pooled']:.3f} | "
+                 f"{e['reliability_faces']['ratio_actual_to_expected']:.2f} (faces' NME) | {flag(e['flagging'])} |")
+    hidden = record["aflw_hidden_points"]
+    lines += ["", f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
+              f"the same threshold flags {e['flagging']['false_faces_flagged']} of the {e['flagging']['false_faces']} "
+              "false faces.",
+              f"- aflw-21's points hidden by the pose ({hidden['hidden_points']} in {hidden['faces']} validation faces, "
+              "never labelled, so nothing trained them to be doubtful) against its visible ones: ROC AUC "
+              f"{hidden['auc']:.3f} (median expected error {hidden['median_expected_px']['hidden']:.2f} px against "
+              f"{hidden['median_expected_px']['visible']:.2f} px).",
+              "", "![reliability](experiments/figures/confidence_reliability.png)"]
+    if likelihood:
+        lines += ["", "Which likelihood (`experiments/error_likelihood.py`): the head fitted afresh to the finished "
+                  "model's frozen features, against the one trained with it; validation crops jittered as in training.",
+                  "", "| head | Spearman per point, median | pooled | actual / expected error |", "|---|---|---|---|"]
+        for label, r in likelihood.items():
+            if label != "command":
+                lines.append(f"| {label} | {r['spearman']['median']:.3f} | {r['spearman']['pooled']:.3f} | "
+                             f"{r['reliability']['ratio_actual_to_expected']:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
@@ -328,12 +375,17 @@ def main() -> None:
     detection = [json.loads(p.read_text()) for p in sorted((args.results / "analysis").glob("detection*.json"))]
     if detection:
         lines += _detection_section(detection)
+    analysis = {name: json.loads((args.results / "analysis" / f"{name}.json").read_text())
+                for name in ("confidence", "error-likelihood") if (args.results / "analysis" / f"{name}.json").exists()}
+    if "confidence" in analysis:
+        lines += _confidence_section(analysis["confidence"], analysis.get("error-likelihood"))
     lines += ["", "## Commands", ""]
     lines += [f"- {r['name']}: `{r['command']}`" for r in results + sweep]
     lines += [f"- ensemble: `{record['command']}`" for record in ensembles]
     if noise:
         lines.append(f"- label noise: `{noise['command']}`")
     lines += [f"- face detection: `{record['command']}`" for record in detection]
+    lines += [f"- {name}: `{record['command']}`" for name, record in analysis.items()]
     lines += ["", "## Figures", ""]
     for r in results:
         curve = args.runs / r["name"] / "learning_curve.png"
@@ -341,11 +393,9 @@ def main() -> None:
             shutil.copy(curve, figures / f"{r['name']}_learning_curve.png")
         if (figures / f"{r['name']}_learning_curve.png").exists():
             lines.append(f"![{r['name']} learning curve](experiments/figures/{r['name']}_learning_curve.png)")
-    if (args.runs / args.grid_run).exists():
-        validation_grid(args.runs / args.grid_run, figures / "validation_grid.png")
-    if (figures / "validation_grid.png").exists():
-        lines += ["", f"Validation faces, run `{args.grid_run}` (green: truth, red: prediction):", "",
-                  "![validation grid](experiments/figures/validation_grid.png)"]
+    if (args.runs / args.grid_run).exists():  # real faces: drawn under runs/, to look at, never committed
+        validation_grid(args.runs / args.grid_run, args.runs / "validation_grid.png")
+        print(f"drew {args.runs / 'validation_grid.png'} (real faces: not for the repository)")
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out} from {len(results)} results")
 

@@ -1,7 +1,8 @@
 """End to end on annotated photos: what a user of ``kpjax predict`` gets, scored as 300-W scores it.
 
 Each photo goes through the whole pipeline (decode, detector, crop, network,
-refinement, map back); the annotated faces are matched to the detections, and
+refinement, map back); the annotated faces (all the points their source marks: the
+whole face, jaw included, as a detector boxes it) are matched to the detections, and
 each matched face's keypoints are scored by their NME: the RMSE of the points
 (Euclidean) over the distance between the annotated outer eye corners. Any
 pipeline that writes ``predictions.json`` (kpjax, or a peer run elsewhere) is
@@ -182,7 +183,7 @@ def score(photos: list[AnnotatedPhoto], records: list[dict]) -> dict:
         detections = record["faces"]
         layout = _record_layout(detections)
         scored_layout = layout if layout in photo.faces[0] else KAGGLE.name
-        matched = match_faces([d["box"] for d in detections], [face[KAGGLE.name] for face in photo.faces])
+        matched = match_faces([d["box"] for d in detections], photo.marked)
         for face, d in zip(photo.faces, matched):
             if d is None:
                 per_face.append((photo.source, None))

@@ -1,0 +1,124 @@
+"""Which likelihood calibrates the error head better, Laplace or Gaussian? Each is fitted afresh to a trained
+model's frozen features, and scored on its validation faces beside the head that trained with the model.
+
+    python experiments/error_likelihood.py --model runs/head/photo [--epochs 6]
+
+The head learns from the keypoints' stop-gradient residuals either way (kpjax/train_step.error_nll is the
+Laplace one kpjax trains with); fitting it afterwards on the finished model isolates the likelihood from
+the moving target a joint run gives it. Scored on the validation persons' crops jittered as in training:
+Spearman between expected and actual error, per keypoint (median) and pooled, and the ratio of the mean
+actual to the mean expected error (1 is calibrated). Writes results/analysis/error-likelihood.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+from kpjax.runtime import ensure_hugepage_malloc
+
+ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from common import ROOT, data_specs, write_analysis  # noqa: E402
+from confidence import crop_errors, reliability, spearman_per_keypoint  # noqa: E402
+
+from kpjax.augment import make_augmentation  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
+from kpjax.models import create_model, to_input  # noqa: E402
+from kpjax.train import load_training_data, split_dataset  # noqa: E402
+from kpjax.train_step import error_nll, take_batch  # noqa: E402
+
+HEAD = nnx.All(nnx.Param, nnx.PathContains("error_head"))
+
+
+def gaussian_nll(log_error, predictions, targets, mask, size):
+    """The isotropic Gaussian whose mean distance is ``exp(log_error)``: std = mean / sqrt(pi / 2)."""
+    residual = jax.lax.stop_gradient(predictions - targets) * (size / 2)
+    present = mask[:, 0::2] & mask[:, 1::2]
+    log_std = log_error - 0.5 * jnp.log(jnp.pi / 2)
+    nll = (residual[:, 0::2] ** 2 + residual[:, 1::2] ** 2) / 2 * jnp.exp(-2 * log_std) + 2 * log_std
+    return jnp.where(present, nll, 0.0).sum() / jnp.maximum(present.sum(), 1)
+
+
+LIKELIHOODS = {"laplace": error_nll, "gaussian": gaussian_nll}
+
+
+def fit_head(model, config, train_set, likelihood, epochs: int, seed: int = 0):
+    """``model`` with a fresh error head fitted to its frozen keypoints under ``likelihood``."""
+    fresh = create_model(config.model, num_outputs=2 * train_set.layout.num_keypoints, size=config.size,
+                         channels=train_set.channels, seed=seed + 1, error_head=True)
+    graphdef, _, rest = nnx.split(model, HEAD, ...)
+    head = nnx.split(fresh, HEAD, ...)[1]
+    steps = len(train_set) // config.batch_size
+    tx = optax.adam(optax.cosine_decay_schedule(1e-3, epochs * steps))
+    opt_state = tx.init(head)
+    augment = make_augmentation(config, train_set.layout)
+    nll = LIKELIHOODS[likelihood]
+
+    @jax.jit
+    def step(head, opt_state, batch, key):
+        batch = augment(batch, key)
+
+        def loss(head):
+            points, log_error = nnx.merge(graphdef, head, rest)(to_input(batch["images"]), with_error=True)
+            return nll(log_error, points, batch["targets"], batch["mask"], config.size)
+
+        value, grads = jax.value_and_grad(loss)(head)
+        updates, opt_state = tx.update(grads, opt_state, head)
+        return optax.apply_updates(head, updates), opt_state, value
+
+    data = {"images": jnp.asarray(train_set.images), "targets": jnp.asarray(train_set.targets(config.margin)),
+            "mask": jnp.asarray(train_set.mask)}
+    key = jax.random.key(seed)
+    for epoch in range(epochs):
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), len(train_set))
+        total = 0.0
+        for i in range(steps):
+            batch = take_batch(data, order, jnp.asarray(i), config.batch_size)
+            head, opt_state, value = step(head, opt_state, batch, jax.random.fold_in(key, 1000 * epoch + i))
+            total += float(value)
+        print(f"{likelihood} epoch {epoch + 1}/{epochs}: nll {total / steps:.3f}", flush=True)
+    return nnx.merge(graphdef, head, rest)
+
+
+def scores(model, config, val) -> dict:
+    expected, actual = crop_errors(model, config, val, jitter=1.0)
+    return {"spearman": spearman_per_keypoint(expected, actual, val.layout.names),
+            "reliability": reliability(expected, actual)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="run directory of a model with an error head")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.set_defaults(synthetic=0)
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args()
+    model, config = load_model(args.model)
+    config = dataclasses.replace(config, data=data_specs(args, [Path(s).name for s in config.data]))
+    dataset = load_training_data(config)
+    train_index, val_index = split_dataset(dataset, config)
+    train_set, val = dataset.subset(train_index), dataset.subset(val_index)
+    result = {"command": "python " + shlex.join(["experiments/error_likelihood.py", *sys.argv[1:]]),
+              "trained with the model (laplace)": scores(model, config, val)}
+    for likelihood in LIKELIHOODS:
+        result[f"fitted afterwards ({likelihood})"] = scores(
+            fit_head(model, config, train_set, likelihood, args.epochs), config, val)
+    for label, r in result.items():
+        if label != "command":
+            print(f"{label}: spearman median {r['spearman']['median']:.3f} pooled {r['spearman']['pooled']:.3f}, "
+                  f"actual/expected {r['reliability']['ratio_actual_to_expected']:.2f}")
+    write_analysis("error-likelihood", result, args.results)
+
+
+if __name__ == "__main__":
+    main()
