@@ -205,8 +205,6 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 
 
 def create_model(name: str, *, num_outputs: int, size: int, channels: int, seed: int = 0) -> nnx.Module:
-    if name not in MODELS:
-        raise KpjaxError(f"--model {name}: unknown model; choose one of {', '.join(sorted(MODELS))}")
     return MODELS[name](num_outputs=num_outputs, size=size, channels=channels, rngs=nnx.Rngs(params=seed))
 
 
