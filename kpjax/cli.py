@@ -88,8 +88,7 @@ def train(
 ):
     """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir.
 
-    The recipe is --config's file, or with --resume the run's own, else the defaults shown; the options given
-    and --set change it (one field may not be given both ways).
+    The recipe is --config's file (or with --resume the run's own, else the defaults) changed by options and --set.
     """
     import dataclasses
 

@@ -37,7 +37,7 @@ class ConfigError(KpjaxError):
     """A setting out of its range: says which one (by its option) and what it accepts."""
 
     def __init__(self, field: str, value, expected: str):
-        self.field, self.value, self.expected = field, value, expected
+        self.field, self.expected = field, expected
         option = option_name(field)
         given = f"{option}={value}" if option.startswith("--set ") else f"{option} {value}"
         super().__init__(f"{given}: {expected}")
@@ -91,7 +91,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.devices, str) and self.devices.isdigit():  # as --devices gives it
             self.devices = int(self.devices)
-        for field, kind in field_types().items():
+        for field, kind in _field_types().items():
             if not _is_a(getattr(self, field), kind):
                 raise ConfigError(field, repr(getattr(self, field)), f"expected {_describe(kind)}")
         rules = {
@@ -117,7 +117,7 @@ class TrainConfig:
                 raise ConfigError(field, getattr(self, field), expected)
 
 
-def field_types() -> dict[str, typing.Any]:
+def _field_types() -> dict[str, typing.Any]:
     """Each field's type, as written in the class (``str | None``, ``list[str]``, ...)."""
     return typing.get_type_hints(TrainConfig)
 
@@ -168,7 +168,7 @@ def _parse(text: str, kind):
 
 def override(config: TrainConfig, settings: list[str]) -> TrainConfig:
     """``config`` with ``--set key=value`` settings applied, each value read as its field's type."""
-    kinds = field_types()
+    kinds = _field_types()
     changes, texts = {}, {}
     for setting in settings:
         key, equals, text = setting.partition("=")
