@@ -1,5 +1,6 @@
-"""Shared by the experiment scripts: train a recipe, evaluate its best checkpoint on the fixed
-validation split, and record every figure (with the command that produced it) as JSON."""
+"""Shared by the experiment scripts: train a recipe (a configs/ file, as ``kpjax train --config`` runs it),
+evaluate its best checkpoint on the fixed validation split, and record every figure (with the command that
+produced it) as JSON."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kpjax.checkpoint import load_model  # noqa: E402
-from kpjax.config import TrainConfig  # noqa: E402
+from kpjax.config import TrainConfig, load_config  # noqa: E402
 from kpjax.evaluate import evaluate_model  # noqa: E402
 from kpjax.train import TrainingInterrupted, load_training_data, split_dataset, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 SOURCES_68 = ("youtube-faces-68", "fgnet-68", "helen-68-train")
 SOURCES_PARTIAL = ("mtfl-5",)
 HEADLINE = "68-point sources, complete"  # the evaluation set every goal is measured on
@@ -59,6 +61,14 @@ def data_specs(args: argparse.Namespace, sources: tuple[str, ...]) -> list[str]:
         return [f"synthetic:{args.synthetic}"]
     converted = {source: args.data_root / f"{source}.npz" for source in sources}
     return [str(converted[s] if converted[s].is_file() else args.data_root / s) for s in sources]
+
+
+def recipe_config(name: str, args: argparse.Namespace) -> TrainConfig:
+    """configs/NAME.py's recipe, loaded as ``kpjax train --config`` loads it, on its sources under --data-root
+    (or --synthetic's faces) and with --split."""
+    config = load_config(CONFIGS / f"{name}.py")
+    sources = tuple(Path(spec).name for spec in config.data)
+    return dataclasses.replace(config, data=data_specs(args, sources), split=args.split)
 
 
 def evaluation_sets(config: TrainConfig, args: argparse.Namespace) -> dict:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import HEADLINE, ROOT, evaluation_sets
+from common import CONFIGS, HEADLINE, ROOT, evaluation_sets
 
-from kpjax.config import TrainConfig
+from kpjax.config import TrainConfig, load_config
 
 SEED_REPORTED = {"train_mse": 9.37e-4, "train_mae": 0.0230, "val_mse": 0.0393, "val_mae": 0.0728}
 
@@ -33,9 +33,7 @@ def _row(result: dict, seed_rmse: float | None) -> str:
 
 def _change(config: dict) -> str:
     """What a sweep variant changed from the seed's recipe, in a few words."""
-    from sweep import SEED
-
-    seed = dataclasses.asdict(SEED)
+    seed = dataclasses.asdict(load_config(CONFIGS / "seed.py"))
     changed = [f"{k}={v}" for k, v in config.items() if k in seed and k != "data" and v != seed[k]]
     return ", ".join(changed) or "(the seed's recipe)"
 

@@ -1,4 +1,5 @@
-"""One change at a time from the seed's recipe towards the best, each scored on the same grouped split.
+"""One change at a time from the seed's recipe (configs/seed.py) towards the best, each scored on the same
+grouped split.
 
     python experiments/sweep.py                          # every variant, in order
     python experiments/sweep.py --variants seed-row compact-light
@@ -10,11 +11,8 @@ tables them; the seed variants repeat reproduce_seed.py's recipe under both spli
 
 import dataclasses
 
-from common import SOURCES_68, SOURCES_PARTIAL, data_specs, parse_args, run_recipe
+from common import SOURCES_68, SOURCES_PARTIAL, data_specs, parse_args, recipe_config, run_recipe
 
-from kpjax.config import TrainConfig
-
-SEED = TrainConfig(model="seed", complete_only=True, epochs=150, batch_size=64, learning_rate=1e-3, flip=True)
 LIGHT_AUGMENTATION = dict(rotation=5.0, scale=0.05, shift=2.0, photometric=True)
 HEAVY_AUGMENTATION = dict(rotation=15.0, scale=0.1, shift=4.0, photometric=True)
 SCHEDULE = dict(learning_rate=2e-3, schedule="cosine", weight_decay=1e-4)
@@ -39,7 +37,7 @@ VARIANTS = {
     # training speed, so 25 epochs fit in the 30-minute CPU budget) a wider model.
     "heatmap-partial-color": ({"model": "heatmap", "epochs": 45, **SCHEDULE, "photometric": True,
                                "complete_only": False, "color": True}, True, SOURCES_68 + SOURCES_PARTIAL),
-    # For photos (experiments/photo_recipe.py without AFLW): crops with context, jittered like a detector's.
+    # For photos (configs/photo.py without AFLW): crops with context, jittered like a detector's.
     "heatmap-jitter": ({"model": "heatmap", "epochs": 28, **SCHEDULE, "photometric": True, "complete_only": False,
                         "margin": 24, "rotation": 15.0, "scale": 0.15, "shift": 6.0}, True, SOURCES_68),
     "heatmap-wide-partial": ({"model": "heatmap-wide", "epochs": 25, **SCHEDULE, "photometric": True,
@@ -51,7 +49,7 @@ def main() -> None:
     args = parse_args(__doc__, tuple(VARIANTS))
     for name in args.variants:
         changes, flip_tta, sources = VARIANTS[name]
-        config = dataclasses.replace(SEED, data=data_specs(args, sources), **{"split": args.split, **changes})
+        config = dataclasses.replace(recipe_config("seed", args), data=data_specs(args, sources), **changes)
         run_recipe(f"sweep-{name}", config, args, flip_tta=flip_tta)
 
 

@@ -23,7 +23,7 @@ ModelDirOption = Annotated[Optional[Path], typer.Option(
 
 
 KeypointsOption = Annotated[str, typer.Option("--keypoints", help="15 (Kaggle's keypoints) or 68 (iBUG's points).")]
-SizeOption = Annotated[int, typer.Option(min=16, help="Side of the square face frame, pixels.")]
+SizeOption = Annotated[int, typer.Option(help="Side of the square face frame, pixels (16 or more).")]
 ColorOption = Annotated[bool, typer.Option("--color/--grey", help="Colour (RGB) or grey-scale frames.")]
 StrictOption = Annotated[bool, typer.Option(help="Stop at the first face a source cannot use, instead of skipping it.")]
 MarkupOption = Annotated[Optional[str], typer.Option(help="68-point markup of .pts data: ibug or fgnet (default: detected).")]
@@ -45,11 +45,17 @@ def _load_model(run_dir: Optional[Path]):
 @app.command()
 def train(
     context: typer.Context,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", help="A recipe: a Python file whose get_config() returns a TrainConfig (see configs/). "
+                         "The options below and --set override it.")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE", help="Set any TrainConfig field, e.g. --set split=row or --set "
+                                           "data=a.csv,b.npz; repeat for several.")] = None,
     data: DataOption = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 150,
-    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
+    epochs: Annotated[int, typer.Option(help="Passes over the training faces.")] = 150,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
     model: Annotated[str, typer.Option(help="Model name from the registry.")] = "seed",
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[str, typer.Option(help="constant or cosine.")] = "constant",
     seed: Annotated[int, typer.Option(help="Seed of the model's initialisation, batch order and augmentation.")] = 0,
     split_seed: Annotated[Optional[int], typer.Option(
@@ -58,15 +64,15 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint, as it was "
                                          "configured; only --epochs, --lr and --devices may be given to change it.")] = False,
     complete_only: Annotated[bool, typer.Option(help="Drop faces with any missing keypoint (the seed's choice).")] = False,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.95)] = 0.2,
+    val_fraction: Annotated[float, typer.Option(help="Share of the persons held out for validation, 0 to 0.95.")] = 0.2,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Turn off horizontal-flip augmentation.")] = False,
-    rotation: Annotated[float, typer.Option(min=0.0, help="Augment: random rotation, +-degrees.")] = 0.0,
-    scale: Annotated[float, typer.Option(min=0.0, help="Augment: random zoom, +-fraction (log-uniform).")] = 0.0,
-    shift: Annotated[float, typer.Option(min=0.0, help="Augment: random shift, +-pixels.")] = 0.0,
+    rotation: Annotated[float, typer.Option(help="Augment: random rotation, +-degrees.")] = 0.0,
+    scale: Annotated[float, typer.Option(help="Augment: random zoom, +-fraction (log-uniform).")] = 0.0,
+    shift: Annotated[float, typer.Option(help="Augment: random shift, +-pixels.")] = 0.0,
     photometric: Annotated[bool, typer.Option(help="Augment: random contrast, brightness and blur.")] = False,
-    margin: Annotated[int, typer.Option(min=0, help="Context pixels cropped past each face's frame, so rotation, "
+    margin: Annotated[int, typer.Option(help="Context pixels cropped past each face's frame, so rotation, "
                                         "scale and shift show real image, not repeated edges.")] = 0,
-    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay (0: plain Adam).")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (0: plain Adam).")] = 0.0,
     keypoints: KeypointsOption = "15",
     size: SizeOption = 96,
     color: ColorOption = False,
@@ -80,31 +86,36 @@ def train(
     num_processes: Annotated[Optional[int], typer.Option(min=1, envvar="JAX_NUM_PROCESSES")] = None,
     process_id: Annotated[Optional[int], typer.Option(min=0, envvar="JAX_PROCESS_ID")] = None,
 ):
-    """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir."""
+    """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir.
+
+    The recipe is --config's file (or with --resume the run's own, else the defaults) changed by options and --set.
+    """
     import dataclasses
 
-    from kpjax.config import TrainConfig, option_name
-    from kpjax.distributed import init_distributed, parse_devices
-    from kpjax.models import MODELS
+    from kpjax.config import TrainConfig, load_config, option_name, override
+    from kpjax.distributed import init_distributed
     from kpjax.train import train as run_training
 
-    if model not in MODELS:
-        raise KpjaxError(f"--model {model}: unknown model; choose one of {', '.join(sorted(MODELS))}")
-    if schedule not in ("constant", "cosine"):
-        raise KpjaxError(f"--schedule {schedule}: expected constant or cosine")
-    config = TrainConfig(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr,
-                         schedule=schedule, seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
-                         flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
-                         margin=margin,
-                         weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size, color=color,
-                         strict=strict, markup=markup, devices=parse_devices(devices))
-    if resume and (run_dir / "config.json").is_file():
-        # The run as it was configured, with only the options given now changed (train checks which may change).
-        given = {p.name for p in context.command.params
-                 if context.get_parameter_source(p.name).name in ("COMMANDLINE", "ENVIRONMENT")}
-        changes = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
-                   if option_name(f.name).lstrip("-").replace("-", "_") in given}
-        config = dataclasses.replace(TrainConfig.load(run_dir), **changes)
+    options = dict(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr, schedule=schedule,
+                   seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
+                   flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
+                   margin=margin, weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size,
+                   color=color, strict=strict, markup=markup, devices=devices)
+    given = {p.name for p in context.command.params
+             if context.get_parameter_source(p.name).name in ("COMMANDLINE", "ENVIRONMENT")}
+    changes = {field: value for field, value in options.items()
+               if option_name(field).lstrip("-").replace("-", "_") in given}
+    settings = settings or []
+    twice = sorted({setting.partition("=")[0] for setting in settings} & changes.keys())
+    if twice:
+        raise KpjaxError(f"--set {twice[0]}: also given as {option_name(twice[0])}; give it once")
+    if config_file is not None:
+        config = load_config(config_file)
+    elif resume and (run_dir / "config.json").is_file():
+        config = TrainConfig.load(run_dir)  # the run as it was configured (train checks what may change)
+    else:
+        config = TrainConfig()
+    config = override(dataclasses.replace(config, **changes), settings)
     if (coordinator, num_processes, process_id) != (None, None, None):
         init_distributed(coordinator, num_processes, process_id)
     result = run_training(config, run_dir, resume=resume)

@@ -104,8 +104,6 @@ def group_split(groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
     are loaded, so runs on different mixes of sources share one validation split
     for the faces they have in common.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     unique, inverse = np.unique(groups, return_inverse=True)
     draws = np.array([
         int.from_bytes(hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest(), "little") / 2.0**64

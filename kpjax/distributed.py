@@ -27,16 +27,6 @@ DATA_AXIS = "data"
 FORCE_CPU_DEVICES = "--xla_force_host_platform_device_count"
 
 
-def parse_devices(text: str | int) -> int | str:
-    """``--devices`` as given: ``all`` or a positive count of devices per process."""
-    if text == "all":
-        return "all"
-    if isinstance(text, int) or text.isdigit():
-        if int(text) >= 1:
-            return int(text)
-    raise KpjaxError(f"--devices {text}: expected all or a positive number of devices")
-
-
 def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """Join a multi-process run (one process per host, or several on one); call before any other JAX work.
 
@@ -84,7 +74,7 @@ class DataParallel:
     """
 
     def __init__(self, devices: int | str = 1):
-        rows = mesh_devices(parse_devices(devices))
+        rows = mesh_devices(devices)
         self.num_devices = sum(map(len, rows))
         self.process_count, self.process_index = jax.process_count(), jax.process_index()
         self.mesh = Mesh(np.array(sum(rows, [])), (DATA_AXIS,)) if self.num_devices > 1 else None

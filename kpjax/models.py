@@ -258,8 +258,6 @@ WITH_ERROR_HEAD = ("heatmap", "heatmap-wide")
 def create_model(name: str, *, num_outputs: int, size: int, channels: int, seed: int = 0,
                  error_head: bool = False) -> nnx.Module:
     """A fresh model; ``error_head`` is honoured by the models in ``WITH_ERROR_HEAD`` and ignored by the others."""
-    if name not in MODELS:
-        raise KpjaxError(f"--model {name}: unknown model; choose one of {', '.join(sorted(MODELS))}")
     options = {"error_head": True} if error_head and name in WITH_ERROR_HEAD else {}
     return MODELS[name](num_outputs=num_outputs, size=size, channels=channels, rngs=nnx.Rngs(params=seed), **options)
 

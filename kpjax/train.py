@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import json
 import signal
 import time
 from pathlib import Path
@@ -18,14 +16,14 @@ from tqdm import tqdm
 from kpjax.augment import make_augmentation
 from kpjax.checkpoint import RunCheckpoints
 from kpjax.config import TrainConfig, option_name
-from kpjax.dataset import Dataset, group_split, save_split
+from kpjax.dataset import Dataset, group_split
 from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics
 from kpjax.inference import predict_normalised
 from kpjax.keypoints import LAYOUTS
 from kpjax.models import create_model, estimates_error
-from kpjax.rundir import RunLock, atomic_write
+from kpjax.run_writer import RunWriter
 from kpjax.sources import LoadOptions, load_data
 from kpjax.train_step import init_state, make_optimizer, make_train_step
 
@@ -85,8 +83,6 @@ def split_seed(config: TrainConfig) -> int:
 
 
 def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    if config.split not in ("group", "row"):
-        raise KpjaxError(f"--split {config.split}: expected group or row")
     # A row split treats every face as its own group: near-identical video frames then land on both sides.
     groups = dataset.groups if config.split == "group" else np.arange(len(dataset)).astype(str)
     train_index, val_index = group_split(groups, config.val_fraction, split_seed(config))
@@ -95,19 +91,6 @@ def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np
             f"--batch {config.batch_size}: larger than the {len(train_index)} training faces; use a smaller batch"
         )
     return train_index, val_index
-
-
-def read_history(metrics_path: Path) -> list[dict]:
-    """The epochs in metrics.jsonl; a last line cut short by a kill is left out."""
-    if not metrics_path.exists():
-        return []
-    history = []
-    for line in metrics_path.read_text().splitlines():
-        try:
-            history.append(json.loads(line))
-        except ValueError:
-            break
-    return history
 
 
 def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
@@ -121,31 +104,6 @@ def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
             )
 
 
-def plot_learning_curve(run_dir: Path) -> None:
-    if jax.process_index() != 0:  # one process draws
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    history = read_history(run_dir / "metrics.jsonl")
-    if not history:
-        return
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_mse"] for h in history], label="train MSE")
-    if history[0].get("val_mse") is not None:
-        ax.plot(epochs, [h["val_mse"] for h in history], label="validation MSE")
-    ax.set(xlabel="epoch", ylabel="MSE (normalised units)", yscale="log", title=run_dir.name)
-    ax.legend()
-    fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(run_dir / "learning_curve.png", image.getvalue())
-
-
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: Dataset | None = None,
           log=print) -> TrainResult:
     """Train ``config`` into ``run_dir``; with ``resume``, continue from its newest whole checkpoint.
@@ -153,153 +111,124 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
     The run directory is locked while training writes to it; a run with no whole checkpoint yet
     (killed before its first save) is started afresh, with ``resume`` or without.
     """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise KpjaxError(f"--run-dir {run_dir}: is a file, not a directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir) if jax.process_index() == 0 else contextlib.nullcontext():  # one process writes
-        checkpoints = RunCheckpoints(run_dir)
-        try:
-            return _train(config, run_dir, checkpoints, resume, dataset, log)
-        finally:
-            checkpoints.close()
+    with RunWriter(run_dir, log) as writer, contextlib.closing(RunCheckpoints(writer.run_dir)) as checkpoints:
+        run_dir = writer.run_dir
+        if resume and (run_dir / "config.json").is_file():
+            check_resumable(TrainConfig.load(run_dir), config)
+        has_checkpoint = checkpoints.has_checkpoint()
+        if has_checkpoint and not resume:
+            raise KpjaxError(f"--run-dir {run_dir}: already holds a run; pass --resume to continue it or pick a new "
+                             "directory")
+        parallel = DataParallel(config.devices)
+        parallel.check_batch(config.batch_size)
+        sync_processes("kpjax: run directory checked")  # before the primary process writes to it
+        writer.write_config(config)
+
+        dataset = load_training_data(config) if dataset is None else dataset
+        train_index, val_index = split_dataset(dataset, config)
+        writer.write_split(dataset, train_index, val_index, seed=split_seed(config), val_fraction=config.val_fraction)
+        train_set, val_set = dataset.subset(train_index), dataset.subset(val_index).crop(config.margin)
+        writer.log(f"data: {len(dataset)} faces, {len(train_set)} train / {len(val_set)} validation "
+                   f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
+
+        layout = dataset.layout
+        model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
+                             channels=dataset.channels, seed=config.seed, error_head=config.error_head)
+        train_share = parallel.process_share(train_set)  # all of it, with one process
+        process_batch = parallel.process_batch_size(config.batch_size)
+        steps_per_epoch = len(train_share) // process_batch
+        tx = make_optimizer(config, steps_per_epoch)
+        graphdef, state = init_state(model, tx)
+        state = parallel.put_state(state)
+        start_epoch, start_step, best_val_loss = 0, 0, float("inf")
+        resumed_sums = dict.fromkeys(("loss", "mae", "error_nll") if estimates_error(model) else ("loss", "mae"), 0.0)
+        restored = checkpoints.restore(jax.tree.map(jnp.asarray, state)) if resume and has_checkpoint else None
+        if restored is not None:
+            state, progress = restored
+            start_epoch, start_step = progress["epoch"], progress["step_in_epoch"]
+            best_val_loss = progress["best_val_loss"]
+            resumed_sums = progress.get("sums", resumed_sums)  # the interrupted epoch's steps so far
+            if start_epoch < config.epochs:
+                writer.log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
+            else:
+                writer.log(f"the run has finished its {config.epochs} epochs; pass --epochs N to train it longer")
+        elif resume:
+            writer.log(f"{run_dir} holds no whole checkpoint to resume from; starting afresh")
+        writer.keep_epochs(start_epoch)
+
+        train_step = make_train_step(tx, make_augmentation(config, layout))
+        device_data = parallel.put_data({  # images keep their context; targets are in the model's frame
+            "images": train_share.images, "targets": train_share.targets(config.margin), "mask": train_share.mask,
+        })
+        root_key = jax.random.key(config.seed)
+
+        def progress_record(epoch: int, step: int, sums: dict | None = None) -> dict:
+            sums = dict.fromkeys(resumed_sums, 0.0) if sums is None else {k: float(v) for k, v in sums.items()}
+            return {"epoch": epoch, "step_in_epoch": step, "best_val_loss": best_val_loss, "seed": config.seed,
+                    "sums": sums}
+
+        with _StopRequest() as stop:
+            for epoch in range(start_epoch, config.epochs):
+                order_key, steps_key = jax.random.split(jax.random.fold_in(root_key, epoch))
+                steps_key = parallel.put_key(steps_key)
+                order = jax.random.permutation(order_key, len(train_share))
+                started = time.perf_counter()
+                first_step = start_step if epoch == start_epoch else 0
+                sums = {k: jnp.asarray(v if epoch == start_epoch else 0.0, jnp.float32)
+                        for k, v in resumed_sums.items()}
+                bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                           leave=False, disable=None)
+                for step in bar:
+                    batch = parallel.take_batch(device_data, order, step, process_batch)
+                    state, metrics = train_step(graphdef, state, batch, jax.random.fold_in(steps_key, step))
+                    sums = jax.tree.map(jnp.add, sums, metrics)
+                    if step % 10 == 0 and not bar.disable:
+                        bar.set_postfix(loss=f"{float(metrics['loss']):.5f}")
+                    if stop.signal_name and step + 1 < steps_per_epoch:  # on an epoch's last step, finish the epoch
+                        checkpoints.save("latest", epoch * steps_per_epoch + step + 1, state,
+                                         progress_record(epoch, step + 1, sums))
+                        _stop(writer, f"{stop.signal_name}: stopped at epoch {epoch + 1}, step {step + 1}")
+                train_loss = float(sums["loss"]) / max(steps_per_epoch, 1)
+                if not np.isfinite(train_loss) or train_loss > DIVERGED_MSE:
+                    raise _diverged(epoch, train_loss, config, run_dir, kept=checkpoints.has_checkpoint())
+                record = {"epoch": epoch + 1, "train_mse": train_loss,
+                          "train_mae": float(sums["mae"]) / max(steps_per_epoch, 1)}
+                if "error_nll" in sums:
+                    record["train_error_nll"] = float(sums["error_nll"]) / max(steps_per_epoch, 1)
+                if len(val_set):
+                    params, rest = parallel.local((state["params"], state["rest"]))
+                    val = keypoint_metrics(predict_normalised(graphdef, params, rest, val_set.images), val_set)
+                    record.update(val_mse=val["mse"], val_mae=val["mae"], val_rmse_px=val["rmse_px"],
+                                  val_nme=val["nme"])
+                val_loss = record.get("val_mse", train_loss)
+                record["seconds"] = round(time.perf_counter() - started, 2)
+                record["images_per_second"] = round((steps_per_epoch - first_step) * config.batch_size
+                                                    / record["seconds"], 1)
+                is_best = val_loss < best_val_loss
+                if is_best:
+                    best_val_loss = val_loss
+                record["best"] = is_best
+                writer.write_epoch(record, config.epochs)  # before the checkpoints: a resume from them finds it
+                global_step = (epoch + 1) * steps_per_epoch
+                if is_best:
+                    checkpoints.save("best", global_step, state, progress_record(epoch + 1, 0))
+                checkpoints.save("latest", global_step, state, progress_record(epoch + 1, 0))
+                if stop.signal_name:
+                    _stop(writer, f"{stop.signal_name}: stopped after epoch {epoch + 1}")
+        writer.plot_learning_curve()
+    best = min(writer.history, key=lambda h: h.get("val_mse", h["train_mse"]))
+    return TrainResult(run_dir, best["epoch"], best, writer.history)
 
 
-def _train(config: TrainConfig, run_dir: Path, checkpoints: RunCheckpoints, resume: bool, dataset: Dataset | None,
-           log) -> TrainResult:
-    if resume and (run_dir / "config.json").is_file():
-        check_resumable(TrainConfig.load(run_dir), config)
-    has_checkpoint = checkpoints.has_checkpoint()
-    if has_checkpoint and not resume:
-        raise KpjaxError(f"--run-dir {run_dir}: already holds a run; pass --resume to continue it or pick a new directory")
-    parallel = DataParallel(config.devices)
-    parallel.check_batch(config.batch_size)
-    sync_processes("kpjax: run directory checked")  # before the primary process writes to it
-    if parallel.is_primary:
-        atomic_write(run_dir / "config.json", config.to_json())
-    else:
-        log = lambda _: None  # noqa: E731  one process reports
-
-    dataset = load_training_data(config) if dataset is None else dataset
-    train_index, val_index = split_dataset(dataset, config)
-    if parallel.is_primary:
-        save_split(run_dir / "split.json", dataset, train_index, val_index, seed=split_seed(config),
-                   val_fraction=config.val_fraction)
-    train_set, val_set = dataset.subset(train_index), dataset.subset(val_index).crop(config.margin)
-    log(f"data: {len(dataset)} faces, {len(train_set)} train / {len(val_set)} validation "
-        f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
-
-    layout = dataset.layout
-    model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
-                         channels=dataset.channels, seed=config.seed, error_head=config.error_head)
-    train_share = parallel.process_share(train_set)  # all of it, with one process
-    process_batch = parallel.process_batch_size(config.batch_size)
-    steps_per_epoch = len(train_share) // process_batch
-    tx = make_optimizer(config, steps_per_epoch)
-    graphdef, state = init_state(model, tx)
-    state = parallel.put_state(state)
-    metrics_path = run_dir / "metrics.jsonl"
-    start_epoch, start_step, best_val_loss = 0, 0, float("inf")
-    resumed_sums = dict.fromkeys(("loss", "mae", "error_nll") if estimates_error(model) else ("loss", "mae"), 0.0)
-    restored = checkpoints.restore(jax.tree.map(jnp.asarray, state)) if resume and has_checkpoint else None
-    if restored is not None:
-        state, progress = restored
-        start_epoch, start_step = progress["epoch"], progress["step_in_epoch"]
-        best_val_loss = progress["best_val_loss"]
-        resumed_sums = progress.get("sums", resumed_sums)  # the interrupted epoch's steps so far
-        history = [h for h in read_history(metrics_path) if h["epoch"] <= start_epoch]
-        if start_epoch < config.epochs:
-            log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
-        else:
-            log(f"the run has finished its {config.epochs} epochs; pass --epochs N to train it longer")
-    else:
-        if resume:
-            log(f"{run_dir} holds no whole checkpoint to resume from; starting afresh")
-        history = []
-    if parallel.is_primary:
-        atomic_write(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
-
-    train_step = make_train_step(tx, make_augmentation(config, layout))
-    device_data = parallel.put_data({  # images keep their context; targets are in the model's frame
-        "images": train_share.images, "targets": train_share.targets(config.margin), "mask": train_share.mask,
-    })
-    root_key = jax.random.key(config.seed)
-
-    def progress_record(epoch: int, step: int, sums: dict | None = None) -> dict:
-        sums = dict.fromkeys(resumed_sums, 0.0) if sums is None else {k: float(v) for k, v in sums.items()}
-        return {"epoch": epoch, "step_in_epoch": step, "best_val_loss": best_val_loss, "seed": config.seed,
-                "sums": sums}
-
-    with _StopRequest() as stop:
-        for epoch in range(start_epoch, config.epochs):
-            order_key, steps_key = jax.random.split(jax.random.fold_in(root_key, epoch))
-            steps_key = parallel.put_key(steps_key)
-            order = jax.random.permutation(order_key, len(train_share))
-            started = time.perf_counter()
-            first_step = start_step if epoch == start_epoch else 0
-            sums = {k: jnp.asarray(v if epoch == start_epoch else 0.0, jnp.float32) for k, v in resumed_sums.items()}
-            bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                       leave=False, disable=None)
-            for step in bar:
-                batch = parallel.take_batch(device_data, order, step, process_batch)
-                state, metrics = train_step(graphdef, state, batch, jax.random.fold_in(steps_key, step))
-                sums = jax.tree.map(jnp.add, sums, metrics)
-                if step % 10 == 0 and not bar.disable:
-                    bar.set_postfix(loss=f"{float(metrics['loss']):.5f}")
-                if stop.signal_name and step + 1 < steps_per_epoch:  # on an epoch's last step, finish the epoch
-                    checkpoints.save("latest", epoch * steps_per_epoch + step + 1, state,
-                                     progress_record(epoch, step + 1, sums))
-                    _stop(run_dir, f"{stop.signal_name}: stopped at epoch {epoch + 1}, step {step + 1}")
-            done = steps_per_epoch - first_step
-            train_loss = float(sums["loss"]) / max(steps_per_epoch, 1)
-            if not np.isfinite(train_loss) or train_loss > DIVERGED_MSE:
-                kept = checkpoints.has_checkpoint()
-                raise KpjaxError(
-                    f"training diverged at epoch {epoch + 1} (train mse {train_loss:.3g}); " + (
-                        f"the last good checkpoints are kept: resume from them with a lower learning rate, "
-                        f"kpjax train --resume --run-dir {run_dir} --lr {config.learning_rate / 10:g}" if kept else
-                        f"no checkpoint was saved; start again with a lower --lr than {config.learning_rate:g}")
-                )
-            record = {"epoch": epoch + 1, "train_mse": train_loss,
-                      "train_mae": float(sums["mae"]) / max(steps_per_epoch, 1)}
-            if "error_nll" in sums:
-                record["train_error_nll"] = float(sums["error_nll"]) / max(steps_per_epoch, 1)
-            if len(val_set):
-                params, rest = parallel.local((state["params"], state["rest"]))
-                val = keypoint_metrics(predict_normalised(graphdef, params, rest, val_set.images), val_set)
-                record.update(val_mse=val["mse"], val_mae=val["mae"], val_rmse_px=val["rmse_px"], val_nme=val["nme"])
-            val_loss = record.get("val_mse", train_loss)
-            record["seconds"] = round(time.perf_counter() - started, 2)
-            record["images_per_second"] = round(done * config.batch_size / record["seconds"], 1)
-            is_best = val_loss < best_val_loss
-            if is_best:
-                best_val_loss = val_loss
-            record["best"] = is_best
-            history.append(record)
-            if parallel.is_primary:  # before the checkpoints: a resume from them finds the epoch's line
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-            global_step = (epoch + 1) * steps_per_epoch
-            if is_best:
-                checkpoints.save("best", global_step, state, progress_record(epoch + 1, 0))
-            checkpoints.save("latest", global_step, state, progress_record(epoch + 1, 0))
-            log(_epoch_line(record, config.epochs))
-            if stop.signal_name:
-                _stop(run_dir, f"{stop.signal_name}: stopped after epoch {epoch + 1}")
-    plot_learning_curve(run_dir)
-    best = min(history, key=lambda h: h.get("val_mse", h["train_mse"]))
-    return TrainResult(run_dir, best["epoch"], best, history)
+def _diverged(epoch: int, train_loss: float, config: TrainConfig, run_dir: Path, kept: bool) -> KpjaxError:
+    advice = (f"the last good checkpoints are kept: resume from them with a lower learning rate, "
+              f"kpjax train --resume --run-dir {run_dir} --lr {config.learning_rate / 10:g}" if kept else
+              f"no checkpoint was saved; start again with a lower --lr than {config.learning_rate:g}")
+    return KpjaxError(f"training diverged at epoch {epoch + 1} (train mse {train_loss:.3g}); {advice}")
 
 
-def _stop(run_dir: Path, where: str) -> None:
-    plot_learning_curve(run_dir)
-    raise TrainingInterrupted(f"{where}; latest checkpoint saved, continue with: kpjax train --resume --run-dir {run_dir}")
+def _stop(writer: RunWriter, where: str) -> None:
+    writer.plot_learning_curve()
+    raise TrainingInterrupted(f"{where}; latest checkpoint saved, continue with: kpjax train --resume "
+                              f"--run-dir {writer.run_dir}")
 
-
-def _epoch_line(record: dict, epochs: int) -> str:
-    line = f"epoch {record['epoch']:>3}/{epochs}  train mse {record['train_mse']:.3e} mae {record['train_mae']:.4f}"
-    if "val_mse" in record:
-        line += (f"  val mse {record['val_mse']:.3e} mae {record['val_mae']:.4f} "
-                 f"rmse {record['val_rmse_px']:.2f}px")
-    line += f"  {record['images_per_second']:.0f} img/s"
-    return line + ("  *best" if record["best"] else "")

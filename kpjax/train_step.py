@@ -45,10 +45,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     if config.schedule == "cosine":
         warmup = min(steps_per_epoch, total // 10)
         lr = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
-    elif config.schedule == "constant":
-        lr = config.learning_rate
     else:
-        raise ValueError(f"unknown schedule {config.schedule!r}")
+        lr = config.learning_rate
     if config.weight_decay:
         return optax.adamw(lr, weight_decay=config.weight_decay)
     return optax.adam(lr)

@@ -50,7 +50,7 @@ class PoolNet(nnx.Module):
 
 @pytest.mark.parametrize("name", ["resnet-small", "heatmap", "pool-net"])
 def test_other_layers_export(name):
-    config = TrainConfig(model=name)
+    config = TrainConfig()  # the frame: 96x96 grey, Kaggle's keypoints
     if name == "pool-net":
         model = PoolNet(nnx.Rngs(0))
         model.norm.mean[...] = jax.random.normal(jax.random.key(1), (8,))

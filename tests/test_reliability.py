@@ -309,7 +309,7 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
         ([*TRAIN, "--run-dir", "a_file"], "--run-dir a_file: is a file, not a directory"),
         (["predict", "face.png", "--out", "a_file"], "--out a_file: is a file, not a folder"),
         (["predict", "face.png", "--out", "out", "--smooth", "2"], "--smooth 2.0: expected a weight in (0, 1]"),
-        (["train", "--epochs", "0"], "kpjax train: Invalid value for '--epochs'"),
+        (["train", "--epochs", "0"], "--epochs 0: expected at least 1"),
         (["predict", "face.png", "--out", "out", "--batch", "0"], "kpjax predict: Invalid value for '--batch'"),
         (["submit", str(DEFAULT_MODEL), "--test", "empty.csv"], "empty.csv: empty file"),
         (["submit", str(DEFAULT_MODEL), "--test", "header.csv"], "header.csv: no rows below the header"),
