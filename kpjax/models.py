@@ -15,16 +15,20 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kpjax.errors import KpjaxError
-from kpjax.ops import conv2d, max_pool_2x2
+from kpjax.ops import conv_general_dilated, max_pool_2x2
+
+
+# nnx.Conv whose convolution takes kpjax.ops' fast gradient on CPU; its parameters are nnx.Conv's.
+_Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
 
 
 class SeedCNN(nnx.Module):
     """The reference Keras model: three conv+pool blocks, two dense 500 layers with dropout."""
 
     def __init__(self, *, num_outputs: int, size: int, channels: int, rngs: nnx.Rngs, dropout: float = 0.2):
-        self.conv1 = nnx.Conv(channels, 32, (3, 3), padding="VALID", rngs=rngs)
-        self.conv2 = nnx.Conv(32, 64, (2, 2), padding="VALID", rngs=rngs)
-        self.conv3 = nnx.Conv(64, 128, (2, 2), padding="VALID", rngs=rngs)
+        self.conv1 = _Conv(channels, 32, (3, 3), padding="VALID", rngs=rngs)
+        self.conv2 = _Conv(32, 64, (2, 2), padding="VALID", rngs=rngs)
+        self.conv3 = _Conv(64, 128, (2, 2), padding="VALID", rngs=rngs)
         side = size
         for kernel in (3, 2, 2):
             side = (side - kernel + 1) // 2
@@ -35,8 +39,7 @@ class SeedCNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         for conv in (self.conv1, self.conv2, self.conv3):
-            # relu(pool(conv + b)) == relu(pool(conv) + b): bias and ReLU run on the pooled quarter.
-            x = jax.nn.relu(max_pool_2x2(conv2d(x, conv.kernel[...])) + conv.bias[...])
+            x = jax.nn.relu(max_pool_2x2(conv(x)))  # == pool(relu(conv(x))), with the ReLU on the pooled quarter
         x = x.reshape(x.shape[0], -1)
         train = rngs is not None
         x = self.dropout(jax.nn.relu(self.dense1(x)), deterministic=not train, rngs=rngs)
@@ -56,7 +59,7 @@ class CompactCNN(nnx.Module):
                  widths: tuple[int, ...] = (32, 64, 128, 256), kernels: tuple[int, ...] = (3, 2, 2, 2),
                  hidden: int = 128, dropout: float = 0.2):
         self.convs = nnx.List([
-            nnx.Conv(cin, cout, (k, k), padding="VALID", rngs=rngs)
+            _Conv(cin, cout, (k, k), padding="VALID", rngs=rngs)
             for cin, cout, k in zip((channels, *widths[:-1]), widths, kernels)
         ])
         side = size
@@ -68,7 +71,7 @@ class CompactCNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         for conv in self.convs:
-            x = jax.nn.relu(max_pool_2x2(conv2d(x, conv.kernel[...])) + conv.bias[...])
+            x = jax.nn.relu(max_pool_2x2(conv(x)))
         train = rngs is not None
         x = self.dropout(x.reshape(x.shape[0], -1), deterministic=not train, rngs=rngs)
         x = self.dropout(jax.nn.relu(self.hidden(x)), deterministic=not train, rngs=rngs)
@@ -130,11 +133,6 @@ class ResNet(nnx.Module):
         return self.head(x)
 
 
-def _conv_same(x: jax.Array, conv: nnx.Conv) -> jax.Array:
-    """3x3 'same' convolution through the fast CPU op: zero-pad one pixel, then a valid convolution."""
-    return conv2d(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), conv.kernel[...]) + conv.bias[...]
-
-
 def _upsample_2x(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
@@ -162,7 +160,7 @@ class HeatmapCNN(nnx.Module):
         if size % 16:
             raise KpjaxError(f"--model heatmap needs a --size divisible by 16, got {size}")
         self.size = size
-        conv = functools.partial(nnx.Conv, kernel_size=(3, 3), rngs=rngs)
+        conv = functools.partial(_Conv, kernel_size=(3, 3), rngs=rngs)
         self.encoder = nnx.List([conv(cin, cout) for cin, cout in zip((4 * channels, *widths[:-1]), widths)])
         self.encoder_norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in widths[1:]])
         self.up_16_to_8 = conv(widths[3], widths[2])
@@ -173,14 +171,14 @@ class HeatmapCNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         train = rngs is not None
-        x = jax.nn.relu(_conv_same(_space_to_depth_2x(x), self.encoder[0]))
+        x = jax.nn.relu(self.encoder[0](_space_to_depth_2x(x)))
         features = [x]  # at 1/2, 1/4, 1/8 and 1/16 of the input
         for conv, norm in zip(self.encoder[1:], self.encoder_norms):
-            x = jax.nn.relu(norm(_conv_same(max_pool_2x2(x), conv), use_running_average=not train))
+            x = jax.nn.relu(norm(conv(max_pool_2x2(x)), use_running_average=not train))
             features.append(x)
-        x = _upsample_2x(_conv_same(x, self.up_16_to_8)) + features[2]
+        x = _upsample_2x(self.up_16_to_8(x)) + features[2]
         x = jax.nn.relu(self.decoder_norms[0](x, use_running_average=not train))
-        x = _upsample_2x(_conv_same(x, self.up_8_to_4)) + self.skip_4(features[1])
+        x = _upsample_2x(self.up_8_to_4(x)) + self.skip_4(features[1])
         x = jax.nn.relu(self.decoder_norms[1](x, use_running_average=not train))
         return self._soft_argmax(self.heatmaps(x))
 
