@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kpjax.errors import KpjaxError
-from kpjax.ops import conv_general_dilated, max_pool_2x2
+from kpjax.ops import conv2d, conv_general_dilated, max_pool_2x2
 
 
 # nnx.Conv whose convolution takes kpjax.ops' fast gradient on CPU; its parameters are nnx.Conv's.
@@ -26,9 +26,9 @@ class SeedCNN(nnx.Module):
     """The reference Keras model: three conv+pool blocks, two dense 500 layers with dropout."""
 
     def __init__(self, *, num_outputs: int, size: int, channels: int, rngs: nnx.Rngs, dropout: float = 0.2):
-        self.conv1 = _Conv(channels, 32, (3, 3), padding="VALID", rngs=rngs)
-        self.conv2 = _Conv(32, 64, (2, 2), padding="VALID", rngs=rngs)
-        self.conv3 = _Conv(64, 128, (2, 2), padding="VALID", rngs=rngs)
+        self.conv1 = nnx.Conv(channels, 32, (3, 3), padding="VALID", rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, (2, 2), padding="VALID", rngs=rngs)
+        self.conv3 = nnx.Conv(64, 128, (2, 2), padding="VALID", rngs=rngs)
         side = size
         for kernel in (3, 2, 2):
             side = (side - kernel + 1) // 2
@@ -39,7 +39,8 @@ class SeedCNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         for conv in (self.conv1, self.conv2, self.conv3):
-            x = jax.nn.relu(max_pool_2x2(conv(x)))  # == pool(relu(conv(x))), with the ReLU on the pooled quarter
+            # relu(pool(conv + b)) == relu(pool(conv) + b): bias and ReLU run on the pooled quarter.
+            x = jax.nn.relu(max_pool_2x2(conv2d(x, conv.kernel[...])) + conv.bias[...])
         x = x.reshape(x.shape[0], -1)
         train = rngs is not None
         x = self.dropout(jax.nn.relu(self.dense1(x)), deterministic=not train, rngs=rngs)
@@ -59,7 +60,7 @@ class CompactCNN(nnx.Module):
                  widths: tuple[int, ...] = (32, 64, 128, 256), kernels: tuple[int, ...] = (3, 2, 2, 2),
                  hidden: int = 128, dropout: float = 0.2):
         self.convs = nnx.List([
-            _Conv(cin, cout, (k, k), padding="VALID", rngs=rngs)
+            nnx.Conv(cin, cout, (k, k), padding="VALID", rngs=rngs)
             for cin, cout, k in zip((channels, *widths[:-1]), widths, kernels)
         ])
         side = size
@@ -71,7 +72,7 @@ class CompactCNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         for conv in self.convs:
-            x = jax.nn.relu(max_pool_2x2(conv(x)))
+            x = jax.nn.relu(max_pool_2x2(conv2d(x, conv.kernel[...])) + conv.bias[...])
         train = rngs is not None
         x = self.dropout(x.reshape(x.shape[0], -1), deterministic=not train, rngs=rngs)
         x = self.dropout(jax.nn.relu(self.hidden(x)), deterministic=not train, rngs=rngs)

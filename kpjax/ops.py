@@ -31,6 +31,11 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return _per_platform(max_pool_2x2_cpu, lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2)), x)
 
 
+def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """VALID stride-1 NHWC convolution with an HWIO kernel, without bias (so that it can follow a pooling)."""
+    return conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding, *,
                          lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
                          **kwargs) -> jax.Array:
@@ -41,10 +46,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, **kwargs)
 
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    plain = all(d == 1 for d in (*window_strides, *(lhs_dilation or ()), *(rhs_dilation or ())))
-    if not plain or feature_group_count != 1 or kwargs.get("precision") is not None or lhs.ndim != 4 or \
-            lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc:
+    im2col = (lhs.ndim == 4 and feature_group_count == 1
+              and all(d == 1 for d in (*window_strides, *(lhs_dilation or ()), *(rhs_dilation or ())))
+              and all(option is None for option in kwargs.values())  # precision, preferred_element_type, ...
+              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+    if not im2col:
         return stock(lhs, rhs)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)

@@ -109,6 +109,8 @@ def test_ops_take_the_stock_path_when_asked():
     with stock_ops():
         stock = [str(jax.make_jaxpr(f)(x)) for f in (pool, conv)]
     assert all("custom_vjp_call" in text for text in fast)
+    strided = lambda x: ops.conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=NHWC)  # noqa: E731
+    assert "custom_vjp_call" not in str(jax.make_jaxpr(strided)(x))  # no im2col gradient for it: stock everywhere
     assert not any("custom_vjp_call" in text for text in stock)
 
 
