@@ -71,7 +71,7 @@ def bench_pool(repeats: int) -> None:
         fns = {
             "reduce_window (select&scat)": grad_of(pool_reduce_window, 0),
             "reshape+max autodiff": grad_of(pool_reshape_autodiff, 0),
-            "ops.max_pool_2x2 custom_vjp": grad_of(ops.max_pool_2x2, 0),
+            "ops.max_pool_2x2_cpu custom_vjp": grad_of(ops.max_pool_2x2_cpu, 0),
         }
         report(f"pool fwd+bwd {shape}", timeit(fns, (x,), repeats))
 
@@ -89,11 +89,11 @@ def bench_conv(repeats: int) -> None:
         k = jax.random.normal(kk, ks) * 0.1
         b = jnp.zeros(ks[-1])
         fns = {"lax.conv autodiff": grad_of(conv_lax, argnums)}
-        for name in sorted(n for n in dir(ops) if n.startswith("conv2d")):
+        for name in sorted(n for n in dir(ops) if n.startswith("conv2d_cpu")):
             fns[f"ops.{name}"] = grad_of(getattr(ops, name), argnums)
         report(case + " fwd+bwd", timeit(fns, (x, k, b), repeats))
         fwd = {"lax.conv fwd": jax.jit(conv_lax)}
-        for name in sorted(n for n in dir(ops) if n.startswith("conv2d")):
+        for name in sorted(n for n in dir(ops) if n.startswith("conv2d_cpu")):
             fwd[f"ops.{name} fwd"] = jax.jit(getattr(ops, name))
         report(case + " fwd", timeit(fwd, (x, k, b), repeats))
 

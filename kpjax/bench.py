@@ -1,19 +1,22 @@
 """Throughput and latency of a registered model on whatever backend JAX has.
 
 Compilation is timed apart from running; every figure is the median over
-repeats, because these machines are shared and noisy.
+repeats, because these machines are shared and noisy, and each result records
+the CPU and the load average before and after it, so a figure measured beside
+other jobs says so.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +31,7 @@ from kpjax.models import create_model
 from kpjax.inference import predict_step
 from kpjax.train_step import init_state, make_optimizer, make_train_step
 
-PEERS = ("keras", "torch")  # benchmarks/peers/NAME_seed.py: the seed CNN in Keras/TensorFlow and PyTorch
-PEERS_DIR_VARIABLE = "KPJAX_PEERS_DIR"
-RATIOS = {  # ratio name -> (figure, whether higher is better); every ratio is > 1 where kpjax is better
-    "ratio_train": ("train_images_per_s", True),
-    "ratio_infer_b256": ("infer_b256_images_per_s", True),
-    "ratio_infer_b1_p50": ("infer_b1_p50_ms", False),
-}
+BUSY_LOAD_PER_CORE = 0.5  # 1-minute load average per core above which other jobs shared the cores
 
 
 class BenchProcessFailed(KpjaxError):
@@ -59,6 +56,50 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 def peak_rss_mb() -> float:
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def cpu_model() -> str:
+    """The processor's marketing name (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages: how many jobs wanted the cores."""
+    return [round(load, 2) for load in os.getloadavg()]
+
+
+def measured_under_load(measure: Callable[[], dict]) -> dict:
+    """``measure()``'s figures with the CPU they ran on and the load average before and after them."""
+    load_before = load_average()
+    figures = measure()
+    return {**figures, "cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "load_before": load_before,
+            "load_after": load_average()}
+
+
+def busy_warning(results: list[dict]) -> str | None:
+    """One line when another job shared the cores before or after any result, or None on a quiet machine."""
+    cores = results[0]["cpu_cores"]
+    busiest = max(max(r["load_before"][0], r["load_after"][0]) for r in results)
+    if busiest <= BUSY_LOAD_PER_CORE * cores:
+        return None
+    return (f"warning: the machine was busy (1-minute load average up to {busiest:.2f} on {cores} cores, "
+            f"over {BUSY_LOAD_PER_CORE} per core): the figures are lower and noisier than a quiet machine's")
+
+
+def _format_cpu(result: dict) -> str:
+    return f"cpu {result['cpu_model']}, {result['cpu_cores']} cores"
+
+
+def format_conditions(result: dict) -> str:
+    before, after = (" / ".join(f"{x:.2f}" for x in result[key]) for key in ("load_before", "load_after"))
+    return f"{_format_cpu(result)}; load average (1/5/15 min) {before} before, {after} after"
 
 
 def bench_train(model_name: str, batch_size: int, steps: int, repeats: int, size: int, channels: int,
@@ -136,8 +177,8 @@ def run_bench(model_name: str = "seed", batch_size: int = 64, steps: int = 10, r
         "num_devices": jax.device_count(),
         "model": model_name,
         "batch": batch_size,
-        **bench_train(model_name, batch_size, steps, repeats, size, channels),
-        **bench_inference(model_name, repeats, size, channels),
+        **measured_under_load(lambda: {**bench_train(model_name, batch_size, steps, repeats, size, channels),
+                                       **bench_inference(model_name, repeats, size, channels)}),
     }
     if result["backend"] == "cpu":
         result["matmul_gflops"] = matmul_gflops()
@@ -165,7 +206,7 @@ def format_table(rows: dict[str, dict]) -> str:
     return "\n".join("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)) for row in [header, *body])
 
 
-def _run_json(command: list[str], env: dict | None = None) -> dict:
+def run_json(command: list[str], env: dict | None = None) -> dict:
     """Run one benchmark process; its result is the JSON object on the last line of its stdout."""
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -173,9 +214,9 @@ def _run_json(command: list[str], env: dict | None = None) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def _run_kpjax(job: str, env: dict | None = None, **kwargs) -> dict:
+def run_kpjax(job: str, env: dict | None = None, **kwargs) -> dict:
     """``bench_train`` ("train") or ``run_bench`` ("all") in a fresh process: see the end of this module."""
-    return _run_json([sys.executable, "-m", "kpjax.bench", job, json.dumps(kwargs)], env)
+    return run_json([sys.executable, "-m", "kpjax.bench", job, json.dumps(kwargs)], env)
 
 
 def run_scaling(device_counts: list[int], model_name: str = "seed", batch_size: int = 64, steps: int = 10,
@@ -191,8 +232,9 @@ def run_scaling(device_counts: list[int], model_name: str = "seed", batch_size: 
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(FORCE_CPU_DEVICES)]
         env = {**os.environ, "XLA_FLAGS": " ".join([*flags, f"{FORCE_CPU_DEVICES}={devices}"])}
         try:
-            row = _run_kpjax("train", env, model_name=model_name, batch_size=batch_size * devices, steps=steps,
-                             repeats=repeats, size=size, channels=channels, devices=devices)
+            row = measured_under_load(lambda: run_kpjax(
+                "train", env, model_name=model_name, batch_size=batch_size * devices, steps=steps, repeats=repeats,
+                size=size, channels=channels, devices=devices))
         except BenchProcessFailed as failed:
             raise KpjaxError(f"--devices {devices}: {failed}") from None
         rows.append({"devices": devices, "global_batch": batch_size * devices, **row})
@@ -203,91 +245,17 @@ def run_scaling(device_counts: list[int], model_name: str = "seed", batch_size: 
 
 
 def format_scaling(rows: list[dict]) -> str:
-    header = ["devices", "global batch", "train img/s", "img/s per device", "efficiency", "compile s"]
+    header = ["devices", "global batch", "train img/s", "img/s per device", "efficiency", "compile s",
+              "1-min load before/after"]
     body = [[str(r["devices"]), str(r["global_batch"]), f"{r['train_images_per_s']:.0f}",
              f"{r['train_images_per_s'] / r['devices']:.0f}", f"{r['scaling_efficiency']:.0%}",
-             f"{r['train_compile_s']:.1f}"] for r in rows]
+             f"{r['train_compile_s']:.1f}", f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"] for r in rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body])
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body]]
+    return "\n".join([*lines, _format_cpu(rows[0])])
 
 
-def peers_dir() -> Path:
-    """The peer scripts: benchmarks/peers of the source checkout kpjax runs from, or $KPJAX_PEERS_DIR.
-
-    They are not part of the installed package (a wheel has no benchmarks/).
-    """
-    return Path(os.environ.get(PEERS_DIR_VARIABLE) or Path(__file__).resolve().parents[1] / "benchmarks" / "peers")
-
-
-def _medians(rows: list[dict]) -> dict:
-    """Each measured (float) figure's median over rounds; counts and names from the first round."""
-    return {k: statistics.median(r[k] for r in rows) if isinstance(v, float) else v for k, v in rows[0].items()}
-
-
-def run_peers(rounds: int = 3, batch_size: int = 64, steps: int = 10, repeats: int = 5) -> dict:
-    """The seed CNN in kpjax against the same network in each peer framework, one process per run.
-
-    Runs alternate (kpjax, keras, torch, kpjax, ...) so that the load of a
-    shared machine drifts over all of them alike, and every process inherits
-    this one's environment: the CLI's huge-page malloc (kpjax.runtime) reaches
-    the peers too. Figures are medians over rounds; each ratio is the median of
-    the rounds' own ratios, > 1 where kpjax is better. A peer whose framework
-    does not import is reported as not installed, and the others still run.
-    """
-    directory = peers_dir()
-    if not directory.is_dir():
-        raise KpjaxError(f"--peers: no peer scripts at {directory}; they are in a source checkout's benchmarks/peers, "
-                         f"not in the installed package (or set {PEERS_DIR_VARIABLE})")
-    peer_args = [f"--batch={batch_size}", f"--steps={steps}", f"--repeats={repeats}",
-                 f"--calls={latency_calls(repeats)}"]
-    runs = {name: [] for name in ("kpjax", *PEERS)}
-    failures = {}
-    for _ in range(rounds):
-        try:
-            runs["kpjax"].append(_run_kpjax("all", batch_size=batch_size, steps=steps, repeats=repeats))
-        except BenchProcessFailed as failed:
-            raise KpjaxError(f"--peers: kpjax: {failed}") from None
-        for name in PEERS:
-            if name in failures:
-                continue
-            script = directory / f"{name}_seed.py"
-            if not script.is_file():
-                failures[name] = {"status": "not found", "error": f"no {script}"}
-                continue
-            try:
-                runs[name].append(_run_json([sys.executable, str(script), *peer_args]))
-            except BenchProcessFailed as failed:
-                missing = str(failed).startswith(("ModuleNotFoundError", "ImportError"))
-                failures[name] = {"status": "not installed" if missing else "failed", "error": str(failed)}
-    peers = {}
-    for name in PEERS:
-        if name in failures:
-            peers[name] = failures[name]
-            continue
-        peers[name] = _medians(runs[name])
-        for ratio, (figure, higher_is_better) in RATIOS.items():
-            per_round = [k[figure] / p[figure] if higher_is_better else p[figure] / k[figure]
-                         for k, p in zip(runs["kpjax"], runs[name])]
-            peers[name][ratio] = statistics.median(per_round)
-    return {"kpjax": _medians(runs["kpjax"]), "peers": peers, "rounds": rounds,
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
-
-
-def format_peers(result: dict) -> str:
-    """run_peers' medians as a table, then one line per peer: its ratios, or why it did not run."""
-    measured = {name: peer for name, peer in result["peers"].items() if "status" not in peer}
-    lines = [format_table({"kpjax": result["kpjax"], **measured})]
-    for name, peer in result["peers"].items():
-        if "status" in peer:
-            lines.append(f"{name}: {peer['status']} ({peer['error']})")
-        else:
-            lines.append(f"kpjax vs {name}: training {peer['ratio_train']:.2f}x, batch-256 inference "
-                         f"{peer['ratio_infer_b256']:.2f}x, batch-1 p50 latency {peer['ratio_infer_b1_p50']:.2f}x")
-    lines.append(f"medians of {result['rounds']} alternated rounds; ratios > 1: kpjax better")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # one benchmark in a process of its own, for run_scaling and run_peers
+if __name__ == "__main__":  # one benchmark in a process of its own, for run_scaling and benchmarks/peers_bench.py
     job = {"train": bench_train, "all": run_bench}[sys.argv[1]]
     print(json.dumps({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
                       **job(**json.loads(sys.argv[2]))}))

@@ -329,35 +329,33 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     devices: Annotated[Optional[str], typer.Option(
         help="Data-parallel scaling instead: device counts such as 1,2,4,8, --batch images per device.")] = None,
-    peers: Annotated[bool, typer.Option(
-        "--peers", help="Also run the seed CNN in Keras and PyTorch (benchmarks/peers), alternating processes.")] = False,
-    rounds: Annotated[int, typer.Option(min=1, help="With --peers: alternated rounds, figures are their medians.")] = 3,
 ):
-    """Training and inference throughput on this machine's JAX backend (CPU, GPU or TPU)."""
-    from kpjax.bench import format_peers, format_scaling, format_table, run_bench, run_peers, run_scaling
+    """Training and inference throughput on this machine's JAX backend (CPU, GPU or TPU), with its load average.
+
+    The same network in Keras and PyTorch: benchmarks/peers_bench.py in the source checkout.
+    """
+    from kpjax.bench import busy_warning, format_conditions, format_scaling, format_table, run_bench, run_scaling
     from kpjax.models import MODELS
 
     if model not in MODELS:
         raise KpjaxError(f"--model {model}: unknown model; choose one of {', '.join(sorted(MODELS))}")
-    if peers:
-        if model != "seed" or devices is not None:
-            raise KpjaxError("--peers: the peers implement the seed model on one device; drop --model and --devices")
-        result = run_peers(rounds, batch_size=batch, steps=steps, repeats=repeats)
-        typer.echo(json.dumps(result) if as_json else format_peers(result))
-        return
     if devices is not None:
         counts = [int(n) for n in devices.split(",") if n.strip().isdigit() and int(n) > 0]
         if len(counts) != len(devices.split(",")):
             raise KpjaxError(f"--devices {devices}: expected device counts such as 1,2,4,8")
-        rows = run_scaling(counts, model, batch_size=batch, steps=steps, repeats=repeats)
-        typer.echo(json.dumps(rows) if as_json else format_scaling(rows))
-        return
-    result = run_bench(model, batch_size=batch, steps=steps, repeats=repeats)
-    if as_json:
-        typer.echo(json.dumps(result))
+        results = run_scaling(counts, model, batch_size=batch, steps=steps, repeats=repeats)
+        typer.echo(json.dumps(results) if as_json else format_scaling(results))
     else:
-        typer.echo(f"backend {result['backend']} ({result['device']}), model {model}, batch {batch}")
-        typer.echo(format_table({"kpjax": result}))
+        results = [run_bench(model, batch_size=batch, steps=steps, repeats=repeats)]
+        if as_json:
+            typer.echo(json.dumps(results[0]))
+        else:
+            typer.echo(f"backend {results[0]['backend']} ({results[0]['device']}), model {model}, batch {batch}")
+            typer.echo(format_table({"kpjax": results[0]}))
+            typer.echo(format_conditions(results[0]))
+    warning = busy_warning(results)
+    if warning:
+        typer.echo(warning, err=True)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and convert face datasets.")

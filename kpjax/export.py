@@ -8,7 +8,8 @@ The exported graph is kpjax's own predict step, traced with a symbolic batch:
   seed's units; frame pixels are ``(v + 1) * size / 2``.
 
 Translating the jaxpr rather than walking the module tree keeps the order of
-operations (activations, pooling, custom-gradient ops) exactly as JAX runs it,
+operations (activations, pooling, custom-gradient ops) exactly as JAX runs it
+(where ``kpjax.ops`` chooses per platform, the stock ops that GPUs run),
 for any registered model built from convolutions, dense layers, batch norm,
 elementwise activations and pooling; anything else is refused by name.
 Operations on parameters alone (bias reshapes, batch-norm scales) are folded
@@ -97,7 +98,11 @@ class _Graph:
                 self.names[var] = self.names[atom]
         for eqn in jaxpr.eqns:
             inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-            if inner is not None:  # jit, custom_jvp_call, custom_vjp_call, ...: inline the primal computation
+            if eqn.primitive.name == "cond" and self.known(eqn.invars[0]):  # e.g. the platform branch chosen below
+                inner = eqn.params["branches"][int(self.value(eqn.invars[0]))]
+            if eqn.primitive.name == "platform_index":  # ONNX is no XLA backend: platform_dependent's default
+                self.constants[eqn.outvars[0]] = np.int32(eqn.params["platforms"].index(None))
+            elif inner is not None:  # jit, custom_jvp_call, custom_vjp_call, ...: inline the primal computation
                 closed = inner if isinstance(inner, jcore.ClosedJaxpr) else jcore.ClosedJaxpr(inner, [])
                 results = self.walk(closed.jaxpr, closed.consts, eqn.invars[-len(closed.jaxpr.invars):])
                 for var, atom in zip(eqn.outvars, results):

@@ -15,7 +15,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kpjax.errors import KpjaxError
-from kpjax.ops import conv2d, max_pool_2x2
+from kpjax.ops import conv2d, conv_general_dilated, max_pool_2x2
+
+
+# nnx.Conv whose convolution takes kpjax.ops' fast gradient on CPU; its parameters are nnx.Conv's.
+_Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
 
 
 class SeedCNN(nnx.Module):
@@ -130,11 +134,6 @@ class ResNet(nnx.Module):
         return self.head(x)
 
 
-def _conv_same(x: jax.Array, conv: nnx.Conv) -> jax.Array:
-    """3x3 'same' convolution through the fast CPU op: zero-pad one pixel, then a valid convolution."""
-    return conv2d(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), conv.kernel[...]) + conv.bias[...]
-
-
 def _upsample_2x(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
@@ -162,7 +161,7 @@ class HeatmapCNN(nnx.Module):
         if size % 16:
             raise KpjaxError(f"--model heatmap needs a --size divisible by 16, got {size}")
         self.size = size
-        conv = functools.partial(nnx.Conv, kernel_size=(3, 3), rngs=rngs)
+        conv = functools.partial(_Conv, kernel_size=(3, 3), rngs=rngs)
         self.encoder = nnx.List([conv(cin, cout) for cin, cout in zip((4 * channels, *widths[:-1]), widths)])
         self.encoder_norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in widths[1:]])
         self.up_16_to_8 = conv(widths[3], widths[2])
@@ -190,14 +189,14 @@ class HeatmapCNN(nnx.Module):
 
     def _features(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
         """The decoder's features at 1/4 resolution and the encoder's at 1/16."""
-        x = jax.nn.relu(_conv_same(_space_to_depth_2x(x), self.encoder[0]))
+        x = jax.nn.relu(self.encoder[0](_space_to_depth_2x(x)))
         features = [x]  # at 1/2, 1/4, 1/8 and 1/16 of the input
         for conv, norm in zip(self.encoder[1:], self.encoder_norms):
-            x = jax.nn.relu(norm(_conv_same(max_pool_2x2(x), conv), use_running_average=not train))
+            x = jax.nn.relu(norm(conv(max_pool_2x2(x)), use_running_average=not train))
             features.append(x)
-        x = _upsample_2x(_conv_same(x, self.up_16_to_8)) + features[2]
+        x = _upsample_2x(self.up_16_to_8(x)) + features[2]
         x = jax.nn.relu(self.decoder_norms[0](x, use_running_average=not train))
-        x = _upsample_2x(_conv_same(x, self.up_8_to_4)) + self.skip_4(features[1])
+        x = _upsample_2x(self.up_8_to_4(x)) + self.skip_4(features[1])
         x = jax.nn.relu(self.decoder_norms[1](x, use_running_average=not train))
         return x, features[3]
 

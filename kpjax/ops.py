@@ -1,15 +1,65 @@
-"""Layer primitives shared by the models, with gradients written for XLA:CPU.
+"""The models' convolution and max-pool: stock Flax/lax ops, with gradients rewritten for XLA:CPU only.
 
 XLA:CPU lowers the stock gradients of max-pooling (select-and-scatter) and of
 small-channel convolutions (Eigen spatial convolutions) several times slower
-than the equivalent elementwise ops and matmuls, so these ops carry their own
-VJPs built only from reshapes, compares and plain matmuls.
+than the equivalent elementwise ops and matmuls, so on CPU these ops carry their
+own VJPs built only from reshapes, compares and plain matmuls. GPUs and TPUs
+have fast kernels for the stock ops, which the custom VJPs would only hide from
+cuDNN and the TPU compiler: there the stock ops run. The choice is made by
+``jax.lax.platform_dependent`` when the computation is lowered, so one traced
+step (or one ``jax.export`` artefact for several platforms) is right everywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+FAST_PLATFORMS = ("cpu",)  # where the custom VJPs below replace the stock ops
+
+
+def _per_platform(fast, stock, *args):
+    return lax.platform_dependent(*args, default=stock, **dict.fromkeys(FAST_PLATFORMS, fast))
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """``nnx.max_pool`` over 2x2 windows, stride 2, NHWC; on CPU through ``max_pool_2x2_cpu``."""
+    return _per_platform(max_pool_2x2_cpu, lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2)), x)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """VALID stride-1 NHWC convolution with an HWIO kernel, without bias (so that it can follow a pooling)."""
+    return conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding, *,
+                         lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         **kwargs) -> jax.Array:
+    """``lax.conv_general_dilated``, as ``nnx.Conv(conv_general_dilated=...)`` calls it; on CPU, stride-1
+    NHWC convolutions with an HWIO kernel go through ``conv2d_cpu`` (after zero padding)."""
+    def stock(lhs, rhs):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, **kwargs)
+
+    im2col = (lhs.ndim == 4 and feature_group_count == 1
+              and all(d == 1 for d in (*window_strides, *(lhs_dilation or ()), *(rhs_dilation or ())))
+              and all(option is None for option in kwargs.values())  # precision, preferred_element_type, ...
+              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+    if not im2col:
+        return stock(lhs, rhs)
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+
+    def fast(lhs, rhs):
+        return conv2d_cpu(jnp.pad(lhs, ((0, 0), *padding, (0, 0))), rhs)
+
+    return _per_platform(fast, stock, lhs, rhs)
 
 
 def _windows(x: jax.Array) -> jax.Array:
@@ -18,7 +68,7 @@ def _windows(x: jax.Array) -> jax.Array:
 
 
 @jax.custom_vjp
-def max_pool_2x2(x: jax.Array) -> jax.Array:
+def max_pool_2x2_cpu(x: jax.Array) -> jax.Array:
     """2x2 max-pool, stride 2, NHWC; odd trailing rows/columns are dropped (Keras 'valid').
 
     The gradient goes to one winner per window, the first maximum in row-major
@@ -48,8 +98,7 @@ def _max_pool_bwd(res, g):
     return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
 
 
-max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
-
+max_pool_2x2_cpu.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
@@ -59,7 +108,7 @@ def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
 
 
 @jax.custom_vjp
-def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv2d_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID stride-1 NHWC convolution with an HWIO kernel, without bias.
 
     Undifferentiated (inference) it is XLA's own convolution, the fastest
@@ -93,5 +142,5 @@ def _conv2d_bwd(res, g):
     return dx, dk.reshape(kernel.shape)
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+conv2d_cpu.defvjp(_conv2d_fwd, _conv2d_bwd)
 
