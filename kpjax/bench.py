@@ -27,8 +27,8 @@ from kpjax.config import TrainConfig
 from kpjax.distributed import FORCE_CPU_DEVICES, DataParallel
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE
+from kpjax.inference import predict_step, split_model
 from kpjax.models import create_model
-from kpjax.inference import predict_step
 from kpjax.train_step import init_state, make_optimizer, make_train_step
 
 BUSY_LOAD_PER_CORE = 0.5  # 1-minute load average per core above which other jobs shared the cores
@@ -147,9 +147,7 @@ def latency_calls(repeats: int) -> int:
 
 def bench_inference(model_name: str, repeats: int, size: int, channels: int) -> dict:
     model = create_model(model_name, num_outputs=2 * KAGGLE.num_keypoints, size=size, channels=channels)
-    from flax import nnx
-
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = split_model(model)
     one = jnp.zeros((1, size, size, channels), jnp.uint8)
     many = jnp.zeros((256, size, size, channels), jnp.uint8)
     compile_seconds = sum(

@@ -21,7 +21,6 @@ from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics
 from kpjax.inference import predict_normalised
-from kpjax.keypoints import LAYOUTS
 from kpjax.models import create_model, estimates_error
 from kpjax.run_writer import RunWriter
 from kpjax.sources import LoadOptions, load_data
@@ -66,7 +65,7 @@ class _StopRequest:
 
 
 def load_training_data(config: TrainConfig) -> Dataset:
-    options = LoadOptions(layout=LAYOUTS[config.keypoints], size=config.size, color=config.color,
+    options = LoadOptions(layout=config.layout, size=config.size, color=config.color,
                           strict=config.strict, seed=config.seed, markup=config.markup, margin=config.margin)
     dataset = load_data(config.data, options)
     if config.complete_only:

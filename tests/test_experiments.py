@@ -39,7 +39,7 @@ def test_experiment_runs_one_epoch_and_records_results(tmp_path, script, name, e
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "EXPERIMENTS.md").read_text()
     assert f"| {name} |" in text and "9.37e-04" in text and f"| {name} + {name} |" in text
-    assert (tmp_path / "experiments" / "figures" / "validation_grid.png").exists()
+    assert (tmp_path / "runs" / "validation_grid.png").exists()  # real faces: drawn under runs/, not committed
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from kpjax import ops
 from kpjax.augment import make_augmentation
 from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
+from kpjax.inference import split_model
 from kpjax.keypoints import KAGGLE
 from kpjax.models import HeatmapCNN, create_model
 from kpjax.ops import conv2d_cpu, max_pool_2x2_cpu
@@ -118,7 +119,7 @@ def test_ops_take_the_stock_path_when_asked():
 def test_models_give_the_same_loss_and_gradients_on_the_cpu_and_stock_paths(name):
     model = create_model(name, num_outputs=30, size=48, channels=1)
     x = jnp.asarray(np.random.default_rng(0).random((2, 48, 48, 1)), jnp.float32)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = split_model(model)
 
     def loss(params):
         return jnp.sum(nnx.merge(graphdef, params, rest)(x) ** 2)
