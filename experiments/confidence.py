@@ -75,10 +75,10 @@ def spearman_per_keypoint(expected: np.ndarray, actual: np.ndarray, names: tuple
             "pooled": float(stats.spearmanr(expected[present], actual[present]).statistic)}
 
 
-def spearman_ceiling(expected: np.ndarray, actual: np.ndarray, seed: int = 0) -> float:
-    """The median per-keypoint Spearman a perfectly calibrated head with these expected errors would reach:
-    errors drawn from the Laplace model itself. A point's error varies around its expected value by about
-    half of it, so the correlation is capped by how much the expected errors vary between faces."""
+def spearman_under_the_model(expected: np.ndarray, actual: np.ndarray, seed: int = 0) -> float:
+    """The median per-keypoint Spearman if the errors were drawn from the head's Laplace model itself: a point's
+    error varies around its expected value by about half of it, so a perfect estimate with this spread between
+    faces ranks single points only this well."""
     draws = np.random.default_rng(seed).laplace(size=(*expected.shape, 2))
     simulated = expected * np.linalg.norm(draws, axis=-1) / LAPLACE_MEAN_DISTANCE
     present = np.isfinite(actual)
@@ -146,7 +146,7 @@ def end_to_end(model, config, data_root: Path) -> dict:
     return {
         "photos": len(photos), "faces_scored": len(face_actual),
         "spearman_points": spearman_per_keypoint(point_expected, point_actual, predictor.layout.names),
-        "spearman_ceiling": spearman_ceiling(point_expected, point_actual),
+        "spearman_under_the_model": spearman_under_the_model(point_expected, point_actual),
         "spearman_faces": float(stats.spearmanr(face_expected, face_actual).statistic),
         "flagging": flagging(face_expected, face_actual > photo_eval.FAILURE_NME, np.array(false_expected)),
         "nme_mean": float(face_actual.mean()),
@@ -207,7 +207,7 @@ def main() -> None:
         nme = np.sqrt(np.nanmean(actual**2, axis=1)) / photo_eval.KAGGLE_OUTER_EYES_PX  # the frame's eye distance
         faces_failed = nme > photo_eval.FAILURE_NME
         crops[label] = {"spearman": spearman_per_keypoint(expected, actual, names),
-                        "spearman_ceiling": spearman_ceiling(expected, actual),
+                        "spearman_under_the_model": spearman_under_the_model(expected, actual),
                         "reliability": reliability(expected, actual),
                         "mean_actual_px": float(np.nanmean(actual)), "mean_expected_px": float(expected.mean()),
                         "flagging": flagging(np.sqrt((expected**2).mean(axis=1)), faces_failed)}

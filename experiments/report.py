@@ -249,20 +249,21 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
              "keypoints on their stop-gradient residuals under a Laplace likelihood) gives each point an expected "
              "error and each face an expected NME, its quality score. Validation persons only; failures: NME > 10 %; "
              "the flagging threshold is the expected NME's 90th percentile among the good faces (<= 10 % false alarms).",
-             "Ceiling: the median Spearman a perfectly calibrated head with the same expected errors would reach "
-             "(errors drawn from its own Laplace model): a point's error scatters around its expected value by about "
-             "half of it, so the rank correlation is capped by how much the expected errors differ between faces.",
-             "", "| faces | Spearman per point, median (min) | ceiling | pooled | actual / expected error | "
+             "Model: the median Spearman if the errors were drawn from the head's own Laplace model (a point's "
+             "error scatters around its expected value by about half of it, so even a perfect estimate ranks "
+             "single points loosely); the measured one is higher, so the actual errors differ between faces more "
+             "than the expected ones do: the head is calibrated on average but too timid about which points are bad.",
+             "", "| faces | Spearman per point, median (min) | under its own model | pooled | actual / expected error | "
              "failures flagged |", "|---|---|---|---|---|---|"]
     for label, c in record["crops"].items():
         sp = c["spearman"]
         lines.append(f"| {label} ({record['validation_faces']}) | {sp['median']:.3f} ({sp['min']:.3f}) | "
-                     f"{c['spearman_ceiling']:.3f} | {sp['pooled']:.3f} | "
+                     f"{c['spearman_under_the_model']:.3f} | {sp['pooled']:.3f} | "
                      f"{c['reliability']['ratio_actual_to_expected']:.2f} | {flag(c['flagging'])} |")
     e = record["end_to_end"]
     sp = e["spearman_points"]
     lines.append(f"| end to end, {e['faces_scored']} faces in {e['photos']} photos (fast detector, 3 passes) | "
-                 f"{sp['median']:.3f} ({sp['min']:.3f}) | {e['spearman_ceiling']:.3f} | {sp['pooled']:.3f} | "
+                 f"{sp['median']:.3f} ({sp['min']:.3f}) | {e['spearman_under_the_model']:.3f} | {sp['pooled']:.3f} | "
                  f"{e['reliability_faces']['ratio_actual_to_expected']:.2f} (faces' NME) | {flag(e['flagging'])} |")
     hidden = record["aflw_hidden_points"]
     lines += ["", f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
