@@ -26,7 +26,7 @@ from kpjax.bench import busy_warning, measured_under_load  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.export import to_onnx  # noqa: E402
-from kpjax.inference import predict_step, split_model  # noqa: E402
+from kpjax.forward import predict_step, split_model  # noqa: E402
 from kpjax.models import create_model  # noqa: E402
 
 

@@ -16,6 +16,7 @@ excluded) to the first epoch whose RMSE is at most --threshold pixels.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -35,6 +36,7 @@ from kpjax.augment import flip_targets, make_augmentation  # noqa: E402
 from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.dataset import Dataset  # noqa: E402
 from kpjax.evaluate import keypoint_metrics  # noqa: E402
+from kpjax.forward import predict_step  # noqa: E402
 from kpjax.inference import predict_normalised  # noqa: E402
 from kpjax.models import create_model  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
@@ -60,7 +62,8 @@ def kpjax_epochs(config: TrainConfig, train_set: Dataset, val_set: Dataset) -> I
         for step in range(steps):
             batch = take_batch(data, order, step, config.batch_size)
             state, _ = train_step(graphdef, state, batch, jax.random.fold_in(steps_key, step))
-        predictions = predict_normalised(graphdef, state["params"], state["rest"], val_set.images)
+        predictions = predict_normalised(functools.partial(predict_step, graphdef, state["params"], state["rest"]),
+                                         val_set.images)
         yield keypoint_metrics(predictions, val_set)["rmse_px"]
 
 

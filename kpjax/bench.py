@@ -27,7 +27,7 @@ from kpjax.config import TrainConfig
 from kpjax.distributed import FORCE_CPU_DEVICES, DataParallel
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE
-from kpjax.inference import predict_step, split_model
+from kpjax.forward import predict_step, split_model
 from kpjax.models import create_model
 from kpjax.train_step import init_state, make_optimizer, make_train_step
 

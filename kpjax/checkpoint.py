@@ -19,7 +19,7 @@ from flax import nnx
 
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
-from kpjax.inference import split_model
+from kpjax.forward import split_model
 from kpjax.models import create_model
 from kpjax.rundir import MANIFEST_NAME, check_manifest, write_manifest
 

@@ -27,12 +27,14 @@ import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
 import numpy as np
+import onnx
+import onnxruntime
 from flax import nnx
 from jax import export
 
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
-from kpjax.inference import predict_step, split_model
+from kpjax.forward import Forward, predict_step, split_model
 
 OPSET = 19  # AveragePool takes dilations from 19 on
 OUTPUTS = ("keypoints", "errors")
@@ -40,19 +42,11 @@ TOLERANCE = 1e-4
 INT64_MAX = np.iinfo(np.int64).max
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise KpjaxError("export needs onnx and onnxruntime: pip install 'kpjax[export]'") from None
-    return onnx
-
-
 class _Graph:
     """ONNX nodes and constants built up while walking a jaxpr; jax variables map to ONNX value names."""
 
     def __init__(self):
-        self.onnx = _onnx()
+        self.onnx = onnx
         self.nodes, self.initializers = [], []
         self.names: dict = {}  # jax Var -> ONNX value name
         self.constants: dict = {}  # jax Var -> numpy value known at export time
@@ -309,7 +303,6 @@ _TRANSLATIONS = {
 def to_onnx(model: nnx.Module, config: TrainConfig):
     """The model's predict step as an ONNX ModelProto: uint8 NHWC images in, (batch, 2K) keypoints out, and with
     an error head (batch, K) expected errors in frame pixels."""
-    onnx = _onnx()
     graphdef, params, rest = split_model(model)
     (batch,) = export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((batch, config.size, config.size, config.channels), jnp.uint8)
@@ -343,10 +336,6 @@ def to_onnx(model: nnx.Module, config: TrainConfig):
 def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: int = 0) -> float:
     """Max |onnxruntime - JAX| on a batch of random images (relative for the expected errors); raises if it
     exceeds ``TOLERANCE``."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise KpjaxError("export needs onnx and onnxruntime: pip install 'kpjax[export]'") from None
     shape = (batch, config.size, config.size, config.channels)
     images = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
     expected = [np.asarray(x) for x in predict_step(*split_model(model), images) if x is not None]
@@ -357,6 +346,20 @@ def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: 
     if not difference <= TOLERANCE:
         raise KpjaxError(f"export: ONNX and JAX outputs differ by {difference:.2e} (> {TOLERANCE:g}); nothing written")
     return difference
+
+
+def onnx_forward(model: nnx.Module, config: TrainConfig) -> Forward:
+    """The model's forward pass as onnxruntime runs its exported graph: what photos go through
+    (``kpjax.inference.Predictor``); ``verify``'s check of the graph against JAX is the export's and the tests'."""
+    proto = to_onnx(model, config)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+
+    def forward(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = session.run(names, {"images": np.ascontiguousarray(images)})
+        return outputs[0], outputs[1] if len(outputs) > 1 else None
+
+    return forward
 
 
 def export_onnx(model: nnx.Module, config: TrainConfig, out: Path) -> float:

@@ -1,24 +1,21 @@
-"""The network at inference, for every caller: evaluate, predict, video, submit, serve and export.
+"""The network at inference, for every caller: evaluate, predict, video, submit and serve.
 
-The model is split once into a static graphdef and its parameters and other
-state (``split_model``); ``predict_step`` is the one jitted forward pass of
-(graphdef, params, rest, uint8 images). ``predict_normalised`` runs it over
-any number of face crops in fixed-size batches, with optional flip test-time
-augmentation.
+``predict_normalised`` runs a forward pass (``kpjax.forward``: XLA's jitted
+step, or onnxruntime on the exported graph) over any number of face crops in
+fixed-size batches, with optional flip test-time augmentation.
 
 ``Predictor`` takes whole images: each face is cropped into the model's frame
 by one affine (``kpjax.image``), from its detector box
 (``kpjax.detect.box_matrix``) or, for an image that is already a face crop, by
 stretching the whole image; the crop is then refined from the face's own
 keypoints, and the keypoints mapped back to the image's pixels. The crops of
-many images go through the network together in power-of-two batches, so a
-folder costs a jitted call per batch and a handful of compilations, not one
-per face.
+many images go through the network together in power-of-two batches, one
+call per batch. Photos run on onnxruntime, the faster engine on CPU for the
+same outputs (benchmarks/inference_engines.py).
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -27,9 +24,11 @@ from kpjax.augment import flip_targets
 from kpjax.config import TrainConfig
 from kpjax.detect import Detection, FaceDetector, box_matrix, frame_box, is_face_crop
 from kpjax.errors import KpjaxError
+from kpjax.export import onnx_forward
+from kpjax.forward import Forward, xla_forward
 from kpjax.image import apply_affine, invert_affine, resize_matrix, warp
 from kpjax.keypoints import OUTER_CORNERS, denormalise
-from kpjax.models import LAPLACE_MEAN_DISTANCE, estimates_error, to_input
+from kpjax.models import LAPLACE_MEAN_DISTANCE
 from kpjax.records import Face
 from kpjax.sources.convert import kaggle_points, mean_face
 
@@ -39,26 +38,8 @@ CONVERGED_PX = 0.5
 DEFAULT_PASSES = 3
 
 
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-    """(graphdef, params, rest): the trained parameters apart from the model's other state (e.g. dropout's RNG)."""
-    return nnx.split(model, nnx.Param, ...)
-
-
-def _predict(graphdef, params, rest, images):
-    """(N, 2K) keypoints, and (N, K) expected errors in frame pixels (None for a model without an error head)."""
-    model = nnx.merge(graphdef, params, rest)
-    if not estimates_error(model):
-        return model(to_input(images)), None
-    points, log_error = model(to_input(images), with_error=True)
-    return points, jnp.exp(log_error)
-
-
-predict_step = jax.jit(_predict, static_argnums=0)
-
-
-def predict_normalised(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, images: np.ndarray,
-                       batch_size: int = PREDICT_BATCH, flip_permutation: tuple[int, ...] | None = None,
-                       with_errors: bool = False):
+def predict_normalised(forward: Forward, images: np.ndarray, batch_size: int = PREDICT_BATCH,
+                       flip_permutation: tuple[int, ...] | None = None, with_errors: bool = False):
     """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all; with
     ``with_errors``, also each keypoint's expected error (N, K, frame pixels; None without an error head).
 
@@ -70,14 +51,14 @@ def predict_normalised(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.Stat
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        chunk_points, chunk_errors = predict_step(graphdef, params, rest, padded)
+        chunk_points, chunk_errors = forward(padded)
         points.append(np.asarray(chunk_points)[: len(chunk)])
         errors.append(None if chunk_errors is None else np.asarray(chunk_errors)[: len(chunk)])
     predictions = np.concatenate(points) if points else np.zeros((0, 0), np.float32)
     expected = None if not errors or errors[0] is None else np.concatenate(errors)
     if flip_permutation is not None and len(images):
-        mirrored, mirrored_errors = predict_normalised(graphdef, params, rest, np.ascontiguousarray(images[:, :, ::-1]),
-                                                       batch_size, with_errors=True)
+        mirrored, mirrored_errors = predict_normalised(forward, np.ascontiguousarray(images[:, :, ::-1]), batch_size,
+                                                       with_errors=True)
         unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation,
                                     images.shape[2])
         predictions = (predictions + np.asarray(unflipped)) / 2
@@ -88,8 +69,8 @@ def predict_normalised(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.Stat
 
 def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
                   flip_permutation: tuple[int, ...] | None = None, with_errors: bool = False):
-    """Predictions in the seed's units (see ``predict_normalised``)."""
-    return predict_normalised(*split_model(model), images, batch_size, flip_permutation, with_errors)
+    """Predictions in the seed's units (see ``predict_normalised``), by XLA, as training and evaluation make them."""
+    return predict_normalised(xla_forward(model), images, batch_size, flip_permutation, with_errors)
 
 
 def expected_nme(points: np.ndarray, errors: np.ndarray, layout_name: str) -> float:
@@ -131,7 +112,7 @@ class Predictor:
         """``detector=None`` takes every image as one face crop (``--no-detect``), which is never re-cropped."""
         if passes < 1:
             raise KpjaxError(f"--passes {passes}: expected at least 1")
-        self.graphdef, self.params, self.rest = split_model(model)
+        self.forward = onnx_forward(model, config)
         self.config = config
         self.layout = config.layout
         self.detector = detector
@@ -156,8 +137,7 @@ class Predictor:
         batch = min(self.batch_size, 1 << (n - 1).bit_length())
         if n < batch:
             frames = np.concatenate([frames, np.zeros((batch - n, *frames.shape[1:]), frames.dtype)])
-        normalised, errors = predict_normalised(self.graphdef, self.params, self.rest, frames, batch,
-                                                self.flip_permutation, with_errors=True)
+        normalised, errors = predict_normalised(self.forward, frames, batch, self.flip_permutation, with_errors=True)
         points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
         return points, None if errors is None else errors[:n]
 

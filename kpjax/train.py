@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 import signal
 import time
@@ -20,6 +21,7 @@ from kpjax.dataset import Dataset, group_split
 from kpjax.distributed import DataParallel, sync_processes
 from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics
+from kpjax.forward import predict_step
 from kpjax.inference import predict_normalised
 from kpjax.models import create_model, estimates_error
 from kpjax.run_writer import RunWriter
@@ -196,7 +198,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                     record["train_error_nll"] = float(sums["error_nll"]) / max(steps_per_epoch, 1)
                 if len(val_set):
                     params, rest = parallel.local((state["params"], state["rest"]))
-                    val = keypoint_metrics(predict_normalised(graphdef, params, rest, val_set.images), val_set)
+                    forward = functools.partial(predict_step, graphdef, params, rest)
+                    val = keypoint_metrics(predict_normalised(forward, val_set.images), val_set)
                     record.update(val_mse=val["mse"], val_mae=val["mae"], val_rmse_px=val["rmse_px"],
                                   val_nme=val["nme"])
                 val_loss = record.get("val_mse", train_loss)

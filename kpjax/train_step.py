@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from kpjax.config import TrainConfig
-from kpjax.inference import split_model
+from kpjax.forward import split_model
 from kpjax.models import LAPLACE_MEAN_DISTANCE, estimates_error, to_input
 
 

@@ -98,7 +98,7 @@ def test_every_output_format_carries_the_confidence(shipped, astronaut, tmp_path
 def test_the_onnx_export_carries_the_expected_errors(shipped, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     from kpjax.cli import run
-    from kpjax.inference import predict_step, split_model
+    from kpjax.forward import predict_step, split_model
 
     model, config = shipped
     assert run(["export", "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0

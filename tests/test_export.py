@@ -16,7 +16,7 @@ from kpjax.errors import KpjaxError
 from kpjax.export import to_onnx, verify
 from kpjax.models import MODELS, create_model
 from kpjax.sources.synthetic import make_faces
-from kpjax.inference import predict_step, split_model
+from kpjax.forward import predict_step, split_model
 
 
 def test_export_round_trip(trained_run, tmp_path):

@@ -17,7 +17,7 @@ from kpjax import ops
 from kpjax.augment import make_augmentation
 from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
-from kpjax.inference import split_model
+from kpjax.forward import split_model
 from kpjax.keypoints import KAGGLE
 from kpjax.models import HeatmapCNN, create_model
 from kpjax.ops import conv2d_cpu, max_pool_2x2_cpu
