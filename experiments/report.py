@@ -249,7 +249,7 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
              "keypoints on their stop-gradient residuals under a Laplace likelihood) gives each point an expected "
              "error and each face an expected NME, its quality score. Validation persons only; failures: NME > 10 %; "
              "the flagging threshold is the expected NME's 90th percentile among the good faces (<= 10 % false alarms).",
-             "Model: the median Spearman if the errors were drawn from the head's own Laplace model (a point's "
+             "", "Model: the median Spearman if the errors were drawn from the head's own Laplace model (a point's "
              "error scatters around its expected value by about half of it, so even a perfect estimate ranks "
              "single points loosely); the measured one is higher, so the actual errors differ between faces more "
              "than the expected ones do: the head is calibrated on average but too timid about which points are bad.",
