@@ -27,7 +27,8 @@ from kpjax.config import TrainConfig
 from kpjax.distributed import FORCE_CPU_DEVICES, DataParallel
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE
-from kpjax.forward import predict_step, split_model
+from kpjax.export import onnx_forward
+from kpjax.forward import predict_step, split_model, xla_forward
 from kpjax.models import create_model
 from kpjax.train_step import init_state, make_optimizer, make_train_step
 
@@ -145,24 +146,31 @@ def latency_calls(repeats: int) -> int:
     return max(50, 20 * repeats)
 
 
+def _forward_figures(forward, one: np.ndarray, many: np.ndarray, repeats: int) -> dict:
+    """Batch-1 latency percentiles and batch-256 images/s of one engine's forward pass, after a warm-up call."""
+    _timed(forward, one)
+    latencies = [_timed(forward, one)[0] * 1e3 for _ in range(latency_calls(repeats))]
+    _timed(forward, many)
+    rates = [len(many) / _timed(forward, many)[0] for _ in range(repeats)]
+    return {"b1_p50_ms": float(np.percentile(latencies, 50)), "b1_p90_ms": float(np.percentile(latencies, 90)),
+            "b256_images_per_s": statistics.median(rates)}
+
+
 def bench_inference(model_name: str, repeats: int, size: int, channels: int) -> dict:
+    """The forward pass photos run on (onnxruntime on the exported graph: ``infer_*``), and XLA's beside it
+    (``xla_infer_*``: what training's validation and crop evaluation use)."""
     model = create_model(model_name, num_outputs=2 * KAGGLE.num_keypoints, size=size, channels=channels)
+    config = TrainConfig(model=model_name, size=size, color=channels == 3)
+    one, many = (np.zeros((n, size, size, channels), np.uint8) for n in (1, 256))
+    build_seconds, forward = _timed(onnx_forward, model, config)
     graphdef, params, rest = split_model(model)
-    one = jnp.zeros((1, size, size, channels), jnp.uint8)
-    many = jnp.zeros((256, size, size, channels), jnp.uint8)
     compile_seconds = sum(
         _timed(lambda x: predict_step.lower(graphdef, params, rest, x).compile(), x)[0] for x in (one, many)
     )
-    jax.block_until_ready(predict_step(graphdef, params, rest, one))
-    latencies = [_timed(predict_step, graphdef, params, rest, one)[0] * 1e3 for _ in range(latency_calls(repeats))]
-    jax.block_until_ready(predict_step(graphdef, params, rest, many))
-    rates = [256 / _timed(predict_step, graphdef, params, rest, many)[0] for _ in range(repeats)]
-    return {
-        "infer_b1_p50_ms": float(np.percentile(latencies, 50)),
-        "infer_b1_p90_ms": float(np.percentile(latencies, 90)),
-        "infer_b256_images_per_s": statistics.median(rates),
-        "infer_compile_s": compile_seconds,
-    }
+    engines = {"infer": _forward_figures(forward, one, many, repeats),
+               "xla_infer": _forward_figures(xla_forward(model), one, many, repeats)}
+    return {**{f"{engine}_{key}": value for engine, figures in engines.items() for key, value in figures.items()},
+            "infer_engine": "onnxruntime", "infer_build_s": build_seconds, "xla_infer_compile_s": compile_seconds}
 
 
 def run_bench(model_name: str = "seed", batch_size: int = 64, steps: int = 10, repeats: int = 5,
@@ -194,6 +202,8 @@ def format_table(rows: dict[str, dict]) -> str:
         ("b1 p50 ms", "infer_b1_p50_ms", "{:.2f}"),
         ("b1 p90 ms", "infer_b1_p90_ms", "{:.2f}"),
         ("b256 img/s", "infer_b256_images_per_s", "{:.0f}"),
+        ("XLA b1 p50 ms", "xla_infer_b1_p50_ms", "{:.2f}"),
+        ("XLA b256 img/s", "xla_infer_b256_images_per_s", "{:.0f}"),
         ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
         ("% matmul peak", "train_share_of_matmul_peak", "{:.1%}"),
     ]

@@ -17,7 +17,7 @@ from kpjax import bench
 from kpjax.cli import app
 
 FIGURES = ("train_images_per_s", "train_compile_s", "infer_b1_p50_ms", "infer_b1_p90_ms", "infer_b256_images_per_s",
-           "infer_compile_s", "peak_rss_mb")
+           "infer_build_s", "xla_infer_b1_p50_ms", "xla_infer_b256_images_per_s", "xla_infer_compile_s", "peak_rss_mb")
 TINY = ("--batch", "4", "--steps", "1", "--repeats", "1", "--json")
 STUB_FIGURES = {"framework": "torch", "train_images_per_s": 10.0, "infer_b1_p50_ms": 100.0,
                 "infer_b1_p90_ms": 120.0, "infer_b256_images_per_s": 50.0}
@@ -32,6 +32,7 @@ def check_figures(result: dict) -> None:
     for key in FIGURES:
         assert math.isfinite(result[key]) and result[key] > 0, key
     assert result["infer_b1_p50_ms"] <= result["infer_b1_p90_ms"]
+    assert result["infer_engine"] == "onnxruntime"  # the engine photos run on; XLA's figures beside it
 
 
 def check_machine(result: dict) -> None:
