@@ -5,7 +5,12 @@ The exported graph is kpjax's own predict step, traced with a symbolic batch:
 * input ``images``: uint8, NHWC, (batch, size, size, channels), 0..255, as the
   crops ``kpjax.inference.Predictor`` makes (grey models take one channel);
 * output ``keypoints``: float32 (batch, 2K), x then y per keypoint in the
-  seed's units; frame pixels are ``(v + 1) * size / 2``.
+  seed's units; frame pixels are ``(v + 1) * size / 2``;
+* output ``errors`` (models with an error head): float32 (batch, K), each
+  keypoint's expected error in frame pixels.
+
+kpjax itself runs photos on this graph (``onnx_forward``): onnxruntime is
+the faster CPU engine for the forward pass (benchmarks/inference_engines.py).
 
 Translating the jaxpr rather than walking the module tree keeps the order of
 operations (activations, pooling, custom-gradient ops) exactly as JAX runs it
