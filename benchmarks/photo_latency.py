@@ -1,11 +1,13 @@
 """Single-photo latency, stage by stage, on a 640x480 JPEG with one face (scikit-image's astronaut), for the
-two-stage detector and the frontal Haar cascade kpjax had before, alternated run by run under the same load.
+detectors (``--detector fast`` and ``thorough``) and the frontal Haar cascade kpjax had before the verifier,
+alternated run by run under the same load.
 
     python benchmarks/photo_latency.py [--model RUN_DIR] [--runs 40]
 
 Stages: decode (the JPEG), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
-map back to the photo) and overlay (drawing and PNG encoding). Prints the median of each stage and of the
-whole photo (decode to keypoints; the overlay apart), and the load average before and after.
+map back to the photo) and overlay (drawing and JPEG encoding, as ``kpjax predict`` writes a JPEG photo's
+overlay). Prints the median of each stage and of the whole photo (decode to keypoints; the overlay apart),
+and the load average before and after.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from skimage import data
 
 from kpjax.checkpoint import load_model
-from kpjax.detect import FaceDetector
+from kpjax.detect import DETECTORS, FaceDetector, make_detector
 from kpjax.image import read_image
 from kpjax.inference import Predictor
 from kpjax.records import draw_faces
@@ -43,7 +45,7 @@ def stages(predictor: Predictor, path: Path) -> dict:
     verify = timed(detector.scorer, patches(grey, boxes))[1] if detector.scorer is not None else 0.0
     detections, detect = timed(detector, image)
     faces, keypoints = timed(lambda: predictor([image], [detections])[0])
-    _, overlay = timed(lambda: cv2.imencode(".png", cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)))
+    _, overlay = timed(lambda: cv2.imencode(".jpg", cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)))
     return {"faces": len(faces), "decode": decode, "detect": detect, "  search copy": search,
             "  proposals": proposals, "  verifier": verify, "keypoints": keypoints, "overlay": overlay,
             "photo": decode + detect + keypoints}
@@ -55,10 +57,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     model, config = load_model(args.model)
-    predictors = {
-        "two-stage": Predictor(model, config, FaceDetector()),
-        "haar (before)": Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None)),
-    }
+    predictors = {name: Predictor(model, config, make_detector(name)) for name in DETECTORS}
+    predictors["haar (before)"] = Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4,
+                                                                        verifier=None))
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:
@@ -74,11 +75,12 @@ def main() -> None:
         load_after = Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average {' '.join(load_before)} -> {' '.join(load_after)}; medians of {args.runs} alternated runs, ms")
     print(f"{'stage':16}" + "".join(f"{name:>16}" for name in runs))
-    for stage in runs["two-stage"][0]:
+    for stage in runs["fast"][0]:
         print(f"{stage:16}" + "".join(f"{statistics.median(r[stage] for r in rs):16.1f}" for rs in runs.values()))
-    ratio = statistics.median(a["photo"] / b["photo"] for a, b in zip(runs["two-stage"], runs["haar (before)"]))
-    print(f"two-stage / haar, whole photo: {ratio:.2f} (median of the runs' ratios)")
-
+    for name in runs:
+        if name != "fast":
+            ratio = statistics.median(a["photo"] / b["photo"] for a, b in zip(runs["fast"], runs[name]))
+            print(f"fast / {name}, whole photo: {ratio:.2f} (median of the runs' ratios)")
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Face detection on the shared photos: how many annotated faces each detector finds, how many false faces it
 reports, and how long it takes, on the validation persons (``--split train`` for the training persons).
 
-    python experiments/detection.py [--detectors haar proposals verified] [--per-source 150] [--thresholds 0.5 0.9]
+    python experiments/detection.py [--detectors haar fast thorough proposals] [--per-source 150] [--thresholds 0.5 0.9]
 
 Photos are read and split by person as ``kpjax evaluate --detect`` does (``kpjax.photo_eval``), and a face is
 found under its ``match_faces``, here on every point the source marks (the jaw line too, where the end-to-end
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, write_analysis
 
-from kpjax.detect import FaceDetector
+from kpjax.detect import FaceDetector, make_detector
 from kpjax.image import read_image
 from kpjax.photo_eval import AnnotatedPhoto, face_square, found_and_false, read_annotated_photos, select_persons
 
@@ -68,9 +68,10 @@ def bin_name(value: float, edges: tuple[int, ...]) -> str:
 
 def detectors() -> dict:
     return {
-        "haar": lambda: FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None),  # kpjax's detector before
-        "proposals": lambda: FaceDetector(verifier=None),  # the first stage alone
-        "verified": FaceDetector,  # the shipped two-stage detector
+        "haar": lambda: FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None),  # kpjax's first detector
+        "fast": lambda: make_detector("fast"),
+        "thorough": lambda: make_detector("thorough"),
+        "proposals": lambda: FaceDetector(verifier=None),  # thorough's first stage alone
     }
 
 

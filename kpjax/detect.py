@@ -2,16 +2,16 @@
 
 Two stages. OpenCV's Haar cascades (their weights ship inside
 opencv-python-headless, so nothing is downloaded at run time) propose boxes
-generously: the frontal cascade, and the profile cascade on the image and on
-its mirror (it only knows faces turned one way), each accepting a box found
-by a single neighbour. A small CNN (``kpjax.verify``) then scores every
-proposal 0..1, overlapping ones are merged by non-maximum suppression, and
-those scoring under ``threshold`` are dropped (0.9: on the validation photos
-it finds 94 % of the faces with 0.07 false faces a photo, against 91 % and
-0.06 for the frontal cascade alone; see EXPERIMENTS.md). The cascades run on a grey copy
-shrunk to ``detect_size`` pixels on its longer side: their cost grows with the
-pixel count, and a face under a tenth of the picture is too small for a
-96-pixel model anyway.
+generously, each box found by a single neighbour: the frontal cascade and, for
+``--detector thorough``, the profile cascade on the image and on its mirror (it
+only knows faces turned one way). A small CNN (``kpjax.verify``) then scores
+every proposal 0..1, overlapping ones are merged by non-maximum suppression,
+and those scoring under ``threshold`` are dropped: the verifier, not the
+cascade's neighbour count, decides what is a face, so the first stage can take
+faces a strict cascade misses (``DETECTORS``; EXPERIMENTS.md, "Finding faces").
+The cascades run on a grey copy shrunk to ``detect_size`` pixels on its longer
+side: their cost grows with the pixel count, and a face under a tenth of the
+picture is too small for a 96-pixel model anyway.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from kpjax.sources.convert import fit_crop, kaggle_points
 from kpjax.verify import FaceVerifier, Scorer, load_verifier, patches
 
 CASCADES = {"frontal": "haarcascade_frontalface_default.xml", "profile": "haarcascade_profileface.xml"}
-DETECTORS = {"fast": {"cascades": ("frontal",), "min_neighbors": 4, "threshold": 0.0}, "thorough": {}}
+# ``--detector`` presets (EXPERIMENTS.md, "Finding faces"). fast: the frontal cascade alone, generous (a single
+# neighbour makes a proposal; pyramid steps of 1.25; faces from 36 px of the search copy up), kept where the
+# verifier gives 0.8 or more. thorough: the profile cascades too, on the image and its mirror.
+DETECTORS = {
+    "fast": {"cascades": ("frontal",), "min_size": 36, "scale_factor": 1.25, "threshold": 0.8},
+    "thorough": {},
+}
 
 # Where the model's square frame sits relative to a Haar box (x, y, w, h): its
 # centre, in box widths and heights, and its side, in box widths. Measured on
@@ -95,10 +101,7 @@ def suppress(boxes: np.ndarray, scores: np.ndarray, max_overlap: float = 0.5) ->
 
 
 def make_detector(name: str, detect_size: int = 320) -> "FaceDetector":
-    """``--detector``: ``fast`` is the frontal cascade as kpjax used it before the verifier, its boxes kept and
-    scored by the verifier (its precision, at its speed); ``thorough`` adds the profile cascade on the image and
-    its mirror and keeps what the verifier accepts: more faces, turned ones too, at 2.6x the time and with more
-    false faces (EXPERIMENTS.md, the end-to-end table)."""
+    """``--detector`` NAME, one of ``DETECTORS``."""
     if name not in DETECTORS:
         raise KpjaxError(f"--detector {name}: expected {' or '.join(DETECTORS)}")
     return FaceDetector(detect_size, **DETECTORS[name])
@@ -114,7 +117,8 @@ class FaceDetector:
     """
 
     def __init__(self, detect_size: int = 320, threshold: float = 0.9, cascades: Sequence[str] = ("frontal", "profile"),
-                 min_neighbors: int = 1, scale_factor: float = 1.2, verifier: FaceVerifier | None | str = "shipped"):
+                 min_neighbors: int = 1, scale_factor: float = 1.2, min_size: int = 24,
+                 verifier: FaceVerifier | None | str = "shipped"):
         unknown = sorted(set(cascades) - set(CASCADES))
         if unknown or not cascades:
             raise KpjaxError(f"unknown cascade {unknown[0]!r}: expected {' or '.join(CASCADES)}" if unknown
@@ -124,6 +128,7 @@ class FaceDetector:
         self.threshold = threshold
         self.min_neighbors = min_neighbors
         self.scale_factor = scale_factor
+        self.min_size = min_size
         model = load_verifier() if verifier == "shipped" else verifier
         self.scorer = None if model is None else Scorer(model)
 
@@ -134,7 +139,7 @@ class FaceDetector:
             for mirrored in (False, True) if name == "profile" else (False,):
                 found, _, weight = cascade.detectMultiScale3(
                     np.ascontiguousarray(grey[:, ::-1]) if mirrored else grey, self.scale_factor, self.min_neighbors,
-                    minSize=(24, 24), outputRejectLevels=True,
+                    minSize=(self.min_size, self.min_size), outputRejectLevels=True,
                 )
                 found = np.reshape(found, (-1, 4)).astype(np.float64)
                 if mirrored:

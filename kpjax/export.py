@@ -357,7 +357,11 @@ def onnx_forward(model: nnx.Module, config: TrainConfig) -> Forward:
     """The model's forward pass as onnxruntime runs its exported graph: what photos go through
     (``kpjax.inference.Predictor``); ``verify``'s check of the graph against JAX is the export's and the tests'."""
     proto = to_onnx(model, config)
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    # Idle threads sleep instead of spinning after each call: spinning took the cores from the face detector
+    # that runs between calls (OpenCV's threads), 11.5 against 6.7 ms a photo (benchmarks/README.md).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
 
     def forward(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

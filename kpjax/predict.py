@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -58,6 +59,24 @@ def _overlay_name(path: Path, taken: set[str], suffix: str) -> str:
     return name
 
 
+def _read(path: Path):
+    """The image, or the error that says why it cannot be read (raised in the caller's thread, not here)."""
+    try:
+        return read_image(path)
+    except KpjaxError as error:
+        return error
+
+
+def _overlay_suffix(path: Path) -> str:
+    """JPEG photos get JPEG overlays (a tenth of PNG's encoding time), anything else PNG."""
+    return ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+
+
+def _write_overlay(path: Path, image, faces) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)):
+        raise KpjaxError(f"{path}: could not write the overlay")
+
+
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: str = "json",
                   smooth: float | None = None, redetect: int = 30, chunk: int = 32, progress: bool = True,
                   echo=print, warn=lambda line: print(line, file=sys.stderr)) -> dict:
@@ -78,21 +97,32 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
     images = [p for p in files if p.suffix.lower() not in VIDEO_SUFFIXES]
     results, taken = [], set()
     summary = {"images": 0, "faces": 0, "no_face": 0, "unreadable": 0, "videos": 0}
+    chunks = [images[offset : offset + chunk] for offset in range(0, len(images), chunk)]
     start = time.perf_counter()
-    with tqdm(total=len(images), unit="image", disable=not progress or not images) as bar:
-        for offset in range(0, len(images), chunk):
-            batch = images[offset : offset + chunk]
+    # Decoding the next chunk and encoding the last chunk's overlays run on threads beside the detector and the
+    # network (OpenCV and onnxruntime release the GIL); at most two chunks of images are held at a time.
+    with tqdm(total=len(images), unit="image", disable=not progress or not images) as bar, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="kpjax-io") as io:
+        reading = [io.submit(_read, path) for path in chunks[0]] if chunks else []
+        writing: list = []
+        for k, batch in enumerate(chunks):
             loaded = []
-            for path in batch:
-                try:
-                    loaded.append((path, read_image(path)))
-                except KpjaxError as error:
-                    warn(f"skipped: {error}")
-                    results.append(ImageResult(str(path), error=str(error)))
+            for path, read in zip(batch, reading):
+                image = read.result()
+                if isinstance(image, KpjaxError):
+                    warn(f"skipped: {image}")
+                    results.append(ImageResult(str(path), error=str(image)))
                     summary["unreadable"] += 1
-            for (path, image), faces in zip(loaded, predictor([image for _, image in loaded])):
-                overlay = out_dir / _overlay_name(path, taken, ".png")
-                cv2.imwrite(str(overlay), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+                else:
+                    loaded.append((path, image))
+            reading = [io.submit(_read, path) for path in chunks[k + 1]] if k + 1 < len(chunks) else []
+            predicted = predictor([image for _, image in loaded])
+            for write in writing:
+                write.result()
+            writing = []
+            for (path, image), faces in zip(loaded, predicted):
+                overlay = out_dir / _overlay_name(path, taken, _overlay_suffix(path))
+                writing.append(io.submit(_write_overlay, overlay, image, faces))
                 results.append(ImageResult(str(path), faces, image.shape[1], image.shape[0], str(overlay)))
                 summary["images"] += 1
                 summary["faces"] += len(faces)
@@ -100,6 +130,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir: Path, fmt: s
                     summary["no_face"] += 1
                     echo(f"{path}: no face found")
             bar.update(len(batch))
+        for write in writing:
+            write.result()
     elapsed = time.perf_counter() - start
     summary["seconds"] = round(elapsed, 3)
     summary["images_per_second"] = round(summary["images"] / elapsed, 2) if summary["images"] else 0.0

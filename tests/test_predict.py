@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from kpjax.checkpoint import load_model
 from kpjax.cli import app, run
+from kpjax.errors import KpjaxError
 from kpjax.detect import FRAME_SIDE, FaceDetector, box_matrix, frame_box
 from kpjax.image import apply_affine, invert_affine
 from kpjax.keypoints import KAGGLE_MEAN_FACE, KAGGLE_NAMES
@@ -120,6 +121,36 @@ def test_folder_reports_no_face_and_unreadable_files(run_dir, astronaut, tmp_pat
     assert status["astronaut.png"] == "ok" and status["blank.png"] == "no face"
     assert status["broken.jpg"].startswith("unreadable")
     assert float(rows[[r["status"] for r in rows].index("ok")]["left_eye_center_x"]) > 0
+
+
+def test_folder_in_chunks_keeps_order_and_writes_overlays_in_the_photos_format(predictor, astronaut, tmp_path):
+    """Chunks are read ahead and overlays written on threads: results still come in input order, a broken file
+    in the middle of a chunk is reported in its place, and a JPEG photo gets a JPEG overlay."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = ["a.jpg", "b.png", "c.jpg", "d.jpg", "e.png"]
+    for name in names:
+        Image.fromarray(astronaut).save(folder / name)
+    (folder / "c.jpg").write_bytes(b"not an image")
+    warnings = []
+    summary = predict_paths(predictor, [folder], tmp_path / "out", chunk=2, progress=False, echo=lambda line: None,
+                            warn=warnings.append)
+    assert summary["images"] == 4 and summary["faces"] == 4 and summary["unreadable"] == 1
+    assert len(warnings) == 1 and "c.jpg" in warnings[0]
+    records = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [Path(r["image"]).name for r in records] == names
+    for record in records:
+        if "error" in record:
+            continue
+        overlay = Path(record["overlay"])
+        assert overlay.suffix == Path(record["image"]).suffix and cv2.imread(str(overlay)).shape == astronaut.shape
+
+
+def test_an_overlay_that_cannot_be_written_is_one_error(predictor, astronaut, tmp_path, monkeypatch):
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.jpg")
+    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)
+    with pytest.raises(KpjaxError, match=r"astronaut\.jpg: could not write the overlay"):
+        predict_paths(predictor, [tmp_path / "astronaut.jpg"], tmp_path / "out", progress=False, echo=lambda line: None)
 
 
 def test_nothing_found_exits_3(run_dir, tmp_path):
