@@ -1,7 +1,7 @@
 """Face detection on the shared photos: how many annotated faces each detector finds, how many false faces it
 reports, and how long it takes, on the validation persons (``--split train`` for the training persons).
 
-    python experiments/detection.py [--detectors haar fast thorough proposals] [--per-source 150] [--thresholds 0.5 0.9]
+    python experiments/detection.py [--detectors haar fast 'fast + keypoints' thorough proposals] [--per-source 150] [--thresholds 0.5 0.9]
 
 Photos are read and split by person as ``kpjax evaluate --detect`` does (``kpjax.photo_eval``), and a face is
 found under its ``match_faces``, here on every point the source marks (the jaw line too, where the end-to-end
@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, write_analysis
 
+from kpjax.checkpoint import load_model
 from kpjax.detect import FaceDetector, make_detector
 from kpjax.image import read_image
+from kpjax.inference import Predictor
 from kpjax.photo_eval import AnnotatedPhoto, face_square, found_and_false, read_annotated_photos, select_persons
 
 PHOTO_SOURCES = ("helen-68-train", "fgnet-68", "youtube-faces-68")  # whole photos, one annotated face each
@@ -66,10 +68,24 @@ def bin_name(value: float, edges: tuple[int, ...]) -> str:
     return f">={edges[-1]}"
 
 
+class PredictPipeline:
+    """``kpjax predict``'s whole pipeline with the fast detector and the shipped model: the faces it reports, after
+    the keypoints' own check (``kpjax.inference.NOT_A_FACE_NME``). Its times include the keypoints."""
+
+    scorer = None  # no verifier threshold of its own to sweep
+
+    def __init__(self):
+        self.predictor = Predictor(*load_model(None), make_detector("fast"), batch_size=1)
+
+    def __call__(self, image):
+        return self.predictor([image])[0]
+
+
 def detectors() -> dict:
     return {
         "haar": lambda: FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None),  # kpjax's first detector
         "fast": lambda: make_detector("fast"),
+        "fast + keypoints": PredictPipeline,
         "thorough": lambda: make_detector("thorough"),
         "proposals": lambda: FaceDetector(verifier=None),  # thorough's first stage alone
     }

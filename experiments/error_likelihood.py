@@ -1,13 +1,16 @@
 """Which likelihood calibrates the error head better, Laplace or Gaussian? Each is fitted afresh to a trained
 model's frozen features, and scored on its validation faces beside the head that trained with the model.
 
-    python experiments/error_likelihood.py --model runs/head/photo [--epochs 6]
+    python experiments/error_likelihood.py --model runs/photo [--epochs 6] [--jitter 1 2]
 
 The head learns from the keypoints' stop-gradient residuals either way (kpjax/train_step.error_nll is the
 Laplace one kpjax trains with); fitting it afterwards on the finished model isolates the likelihood from
-the moving target a joint run gives it. Scored on the validation persons' crops jittered as in training:
-Spearman between expected and actual error, per keypoint (median) and pooled, and the ratio of the mean
-actual to the mean expected error (1 is calibrated). Writes results/analysis/error-likelihood.json.
+the moving target a joint run gives it. ``--jitter 2`` also fits a Laplace head on crops jittered twice as far
+as the keypoints were trained on, so that it meets misplaced crops. Scored as experiments/confidence.py scores
+(its functions): on the validation persons' crops jittered as in training and misplaced by twice that,
+Spearman between expected and actual error per keypoint (median) and pooled, the ratio of the mean actual to
+the mean expected error (1 is calibrated) and the failures the face's score flags at 10 % false alarms; and end
+to end on the validation photos. Writes results/analysis/error-likelihood.json.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from common import ROOT, data_specs, write_analysis  # noqa: E402
-from confidence import crop_errors, reliability, spearman_per_keypoint  # noqa: E402
+from confidence import crop_errors, end_to_end, flagging, reliability, spearman_per_keypoint  # noqa: E402
 
+from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import make_augmentation  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.models import create_model, to_input  # noqa: E402
@@ -51,8 +56,9 @@ def gaussian_nll(log_error, predictions, targets, mask, size):
 LIKELIHOODS = {"laplace": error_nll, "gaussian": gaussian_nll}
 
 
-def fit_head(model, config, train_set, likelihood, epochs: int, seed: int = 0):
-    """``model`` with a fresh error head fitted to its frozen keypoints under ``likelihood``."""
+def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 1.0, seed: int = 0):
+    """``model`` with a fresh error head fitted to its frozen keypoints under ``likelihood``, on crops jittered by
+    ``jitter`` times the recipe's rotation, zoom and shift: a head that has met misplaced crops may know them."""
     fresh = create_model(config.model, num_outputs=2 * train_set.layout.num_keypoints, size=config.size,
                          channels=train_set.channels, seed=seed + 1, error_head=True)
     graphdef, _, rest = nnx.split(model, HEAD, ...)
@@ -60,7 +66,9 @@ def fit_head(model, config, train_set, likelihood, epochs: int, seed: int = 0):
     steps = len(train_set) // config.batch_size
     tx = optax.adam(optax.cosine_decay_schedule(1e-3, epochs * steps))
     opt_state = tx.init(head)
-    augment = make_augmentation(config, train_set.layout)
+    augment = make_augmentation(dataclasses.replace(config, rotation=jitter * config.rotation,
+                                                    scale=jitter * config.scale, shift=jitter * config.shift),
+                                train_set.layout)
     nll = LIKELIHOODS[likelihood]
 
     @jax.jit
@@ -89,16 +97,25 @@ def fit_head(model, config, train_set, likelihood, epochs: int, seed: int = 0):
     return nnx.merge(graphdef, head, rest)
 
 
-def scores(model, config, val) -> dict:
-    expected, actual = crop_errors(model, config, val, jitter=1.0)
-    return {"spearman": spearman_per_keypoint(expected, actual, val.layout.names),
-            "reliability": reliability(expected, actual)}
+def scores(model, config, val, data_root: Path) -> dict:
+    """Calibration on the validation crops as jittered in training and misplaced by twice that, and end to end."""
+    result = {}
+    for label, jitter in (("jittered", 1.0), ("misplaced", 2.0)):
+        expected, actual = crop_errors(model, config, val, jitter=jitter)
+        nme = np.sqrt(np.nanmean(actual**2, axis=1)) / photo_eval.KAGGLE_OUTER_EYES_PX
+        result[label] = {"spearman": spearman_per_keypoint(expected, actual, val.layout.names),
+                         "reliability": reliability(expected, actual),
+                         "flagging": flagging(np.sqrt((expected**2).mean(axis=1)), nme > photo_eval.FAILURE_NME)}
+    result["end_to_end"] = end_to_end(model, config, data_root)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="run directory of a model with an error head")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--jitter", type=float, nargs="+", default=[1.0],
+                        help="fit the Laplace head on crops jittered this many times the recipe's jitter")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.set_defaults(synthetic=0)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
@@ -109,14 +126,23 @@ def main() -> None:
     train_index, val_index = split_dataset(dataset, config)
     train_set, val = dataset.subset(train_index), dataset.subset(val_index)
     result = {"command": "python " + shlex.join(["experiments/error_likelihood.py", *sys.argv[1:]]),
-              "trained with the model (laplace)": scores(model, config, val)}
-    for likelihood in LIKELIHOODS:
-        result[f"fitted afterwards ({likelihood})"] = scores(
-            fit_head(model, config, train_set, likelihood, args.epochs), config, val)
+              "trained with the model (laplace)": scores(model, config, val, args.data_root)}
+    fits = [("gaussian", 1.0)] + [("laplace", jitter) for jitter in args.jitter]
+    for likelihood, jitter in fits:
+        label = f"fitted afterwards ({likelihood}" + (f", {jitter:g}x jitter)" if jitter != 1.0 else ")")
+        result[label] = scores(fit_head(model, config, train_set, likelihood, args.epochs, jitter), config, val,
+                               args.data_root)
     for label, r in result.items():
-        if label != "command":
-            print(f"{label}: spearman median {r['spearman']['median']:.3f} pooled {r['spearman']['pooled']:.3f}, "
-                  f"actual/expected {r['reliability']['ratio_actual_to_expected']:.2f}")
+        if label == "command":
+            continue
+        crops = "; ".join(f"{name} spearman {r[name]['spearman']['median']:.3f} (pooled {r[name]['spearman']['pooled']:.3f}), "
+                          f"actual/expected {r[name]['reliability']['ratio_actual_to_expected']:.2f}, failures flagged "
+                          f"{r[name]['flagging']['failures_flagged']}/{r[name]['flagging']['failures']}"
+                          for name in ("jittered", "misplaced"))
+        e = r["end_to_end"]
+        print(f"{label}: {crops}; end to end spearman {e['spearman_points']['median']:.3f}, faces "
+              f"{e['spearman_faces']:.3f}, failures flagged {e['flagging']['failures_flagged']}/"
+              f"{e['flagging']['failures']}", flush=True)
     write_analysis("error-likelihood", result, args.results)
 
 

@@ -133,6 +133,24 @@ def _elementwise(op: str):
     return lambda g, eqn: g.node(op, [g.name(a) for a in eqn.invars])
 
 
+def _max(g, eqn):
+    """``max(x, 0)`` (``jax.nn.relu``) as Relu, which onnxruntime fuses into the convolution before it."""
+    x, y = eqn.invars
+    for value, other in ((x, y), (y, x)):
+        if g.known(value) and np.ndim(g.value(value)) == 0 and g.value(value) == 0:
+            return g.node("Relu", [g.name(other)])
+    return g.node("Max", [g.name(x), g.name(y)])
+
+
+def _sub(g, eqn):
+    """``x - c`` for a constant ``c`` (batch norm's mean) as ``x + (-c)``: onnxruntime folds an Add or Mul by a
+    constant into the convolution before it, not a Sub."""
+    x, y = eqn.invars
+    if g.known(y):
+        return g.node("Add", [g.name(x), g.const(-g.value(y))])
+    return g.node("Sub", [g.name(x), g.name(y)])
+
+
 def _rsqrt(g, eqn):
     return g.node("Reciprocal", [g.node("Sqrt", [g.name(eqn.invars[0])])])
 
@@ -279,10 +297,12 @@ def _pool(op: str):
 
 _TRANSLATIONS = {
     **{name: _elementwise(op) for name, op in {
-        "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min", "pow": "Pow",
+        "add": "Add", "mul": "Mul", "div": "Div", "min": "Min", "pow": "Pow",
         "neg": "Neg", "exp": "Exp", "log": "Log", "tanh": "Tanh", "logistic": "Sigmoid", "sqrt": "Sqrt",
         "abs": "Abs", "erf": "Erf", "copy": "Identity", "stop_gradient": "Identity",
     }.items()},
+    "max": _max,
+    "sub": _sub,
     "rsqrt": _rsqrt,
     "integer_pow": _integer_pow,
     "convert_element_type": _convert,

@@ -116,7 +116,7 @@ def test_a_misplaced_crop_gets_a_worse_face_score(shipped, astronaut):
     from kpjax.inference import Predictor
 
     model, config = shipped
-    predictor = Predictor(model, config, make_detector("fast"), passes=1)
+    predictor = Predictor(model, config, make_detector("fast"), passes=1, not_a_face_nme=None)
     ((found,),) = predictor([astronaut])  # the detector's box, then boxes shifted by a third and a half of it
     x, y, w, h = found.box
     boxes = [found.box, (x + w / 3, y, w, h), (x, y + h / 2, w, h), (x - w / 2, y - h / 2, 2 * w, 2 * h)]
@@ -124,6 +124,24 @@ def test_a_misplaced_crop_gets_a_worse_face_score(shipped, astronaut):
     scores = [face.expected_nme for face in faces]
     assert all(scores[0] < s for s in scores[1:]), scores
     assert all(faces[0].errors.mean() < face.errors.mean() for face in faces[1:])
+
+
+def test_a_detection_whose_points_are_expected_to_fail_is_no_face(shipped, astronaut):
+    """Boxes on the rocket behind the astronaut and on her suit's patch, given as detections beside her face's:
+    only the face is kept (their expected NME is above ``NOT_A_FACE_NME``); with the check off all three are."""
+    from kpjax.detect import Detection, make_detector
+    from kpjax.inference import NOT_A_FACE_NME, Predictor
+
+    model, config = shipped
+    predictor = Predictor(model, config, make_detector("fast"))
+    ((found,),) = predictor([astronaut])
+    boxes = [found.box, (380.0, 20.0, 110.0, 110.0), (150.0, 330.0, 110.0, 110.0)]
+    detections = [[Detection(box, 1.0) for box in boxes]]
+    (kept,) = predictor(detections=detections, images=[astronaut])
+    assert [face.box for face in kept] == [found.box] and kept[0].expected_nme <= NOT_A_FACE_NME
+    predictor.not_a_face_nme = None
+    (everything,) = predictor(detections=detections, images=[astronaut])
+    assert len(everything) == 3 and all(face.expected_nme > NOT_A_FACE_NME for face in everything[1:])
 
 
 def test_smoothing_leans_on_the_past_for_doubtful_points():
