@@ -9,10 +9,11 @@ On the validation persons of the model's own split (persons it never trained on)
    against expected, in bins of the expected error);
 2. aflw-21's points hidden by the head's own pose: do their expected errors rank above the visible
    points' (ROC AUC; the hidden points have no label, so nothing trained them to be doubtful);
-3. end to end on the validation persons' photos (helen-68-train, fgnet-68) through `kpjax predict`'s
-   pipeline (fast detector, 3 passes): Spearman per point, the face's expected NME (its quality score)
-   against its actual NME, and how many failures (NME > 10 %) and false faces it flags at the
-   threshold that raises at most 10 % false alarms among the good faces.
+3. end to end on the validation persons' photos (helen-68-train, fgnet-68, youtube-faces-68) through
+   `kpjax predict`'s pipeline (fast detector, 3 passes, every detection kept: the score is measured, not
+   used): Spearman per point, the face's expected NME (its quality score) against its actual NME, and how
+   many failures (NME > 10 %) and false faces it flags at the threshold that raises at most 10 % false
+   alarms among the good faces.
 Writes results/analysis/confidence.json and figures/confidence_reliability.png.
 """
 
@@ -43,7 +44,7 @@ from kpjax.inference import Predictor, predict_model  # noqa: E402
 from kpjax.models import LAPLACE_MEAN_DISTANCE  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
 
-PHOTO_SOURCES = ("helen-68-train", "fgnet-68")
+PHOTO_SOURCES = ("helen-68-train", "fgnet-68", "youtube-faces-68")  # whole photos, their validation persons
 FALSE_ALARMS = 0.10  # the share of good faces the failure threshold may flag
 
 
@@ -117,7 +118,7 @@ def flagging(scores: np.ndarray, failed: np.ndarray, extra: np.ndarray | None = 
 
 
 def end_to_end(model, config, data_root: Path) -> dict:
-    predictor = Predictor(model, config, make_detector("fast"))
+    predictor = Predictor(model, config, make_detector("fast"), not_a_face_nme=None)  # the score on every face
     photos = [p for name in PHOTO_SOURCES
               for p in photo_eval.select_persons(photo_eval.read_annotated_photos(str(data_root / name)), "val")]
     records = photo_eval.run_pipeline(predictor, photos, progress=True)

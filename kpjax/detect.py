@@ -29,10 +29,10 @@ from kpjax.verify import FaceVerifier, Scorer, load_verifier, patches
 
 CASCADES = {"frontal": "haarcascade_frontalface_default.xml", "profile": "haarcascade_profileface.xml"}
 # ``--detector`` presets (EXPERIMENTS.md, "Finding faces"). fast: the frontal cascade alone, generous (a single
-# neighbour makes a proposal; pyramid steps of 1.25; faces from 36 px of the search copy up), kept where the
+# neighbour makes a proposal; pyramid steps of 1.25; faces from 30 px of the search copy up), kept where the
 # verifier gives 0.8 or more. thorough: the profile cascades too, on the image and its mirror.
 DETECTORS = {
-    "fast": {"cascades": ("frontal",), "min_size": 36, "scale_factor": 1.25, "threshold": 0.8},
+    "fast": {"cascades": ("frontal",), "min_size": 30, "scale_factor": 1.25, "threshold": 0.8},
     "thorough": {},
 }
 
