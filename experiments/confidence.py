@@ -122,26 +122,16 @@ def end_to_end(model, config, data_root: Path) -> dict:
     photos = [p for name in PHOTO_SOURCES
               for p in photo_eval.select_persons(photo_eval.read_annotated_photos(str(data_root / name)), "val")]
     records = photo_eval.run_pipeline(predictor, photos, progress=True)
-    by_image = {photo_eval._key(r["image"]): r for r in records}
     point_expected, point_actual, face_expected, face_actual, false_expected = [], [], [], [], []
-    for photo in photos:
-        detections = by_image[photo_eval._key(photo.image)]["faces"]
-        truth = [face["kaggle"] for face in photo.faces]
-        matched = photo_eval.match_faces([d["box"] for d in detections], photo.marked)
-        for points, d in zip(truth, matched):
-            if d is None:
-                continue
-            detection = detections[d]
-            predicted = np.array(list(detection["keypoints"].values()))
-            expected = np.array(list(detection["errors"].values()))
-            nme = photo_eval.face_nme(predicted, points, "kaggle")
+    for match in photo_eval.match_records(photos, records):
+        for _, detection, predicted, truth, nme in match.found():  # the shipped model's 15 Kaggle points
             if not np.isfinite(nme):
                 continue
-            point_expected.append(expected)
-            point_actual.append(np.linalg.norm(predicted - points, axis=1))
+            point_expected.append(np.array(list(detection["errors"].values())))
+            point_actual.append(np.linalg.norm(predicted - truth, axis=1))
             face_expected.append(detection["expected_nme"])
             face_actual.append(nme)
-        false_expected += [detections[d]["expected_nme"] for d in set(range(len(detections))) - set(matched)]
+        false_expected += [d["expected_nme"] for d in match.false_faces]
     point_expected, point_actual = np.array(point_expected), np.array(point_actual)
     face_expected, face_actual = np.array(face_expected), np.array(face_actual)
     return {

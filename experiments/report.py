@@ -229,7 +229,10 @@ def _detection_section(records: list[dict]) -> list[str]:
              "and looked at, the fast detector's false faces on all validation photos: on Helen 27, of which 14 are",
              "faces Helen does not mark and 2 the tops of heads, the rest necks, chins, shirts, hair and a hand; on",
              "YouTube Faces 20, of which 2 are faces, the rest ties, shirt fronts and a banner. FG-NET marks every face.",
-             "",
+             "Columns: haar, the 4-neighbour frontal cascade kpjax had first; fast and thorough, the `--detector`",
+             "presets (fast >= T: the fast detector's boxes kept from verifier score T); fast + keypoints, `kpjax",
+             "predict`'s whole pipeline, which drops the detections whose expected NME is over 10 % (its ms include",
+             "the keypoints); proposals, thorough's cascades alone.", "",
              "| faces | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for key in keys:
         cells = []

@@ -373,14 +373,19 @@ def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: 
     return difference
 
 
-def onnx_forward(model: nnx.Module, config: TrainConfig) -> Forward:
+def onnx_forward(model: nnx.Module, config: TrainConfig, stop_spinning: bool = False) -> Forward:
     """The model's forward pass as onnxruntime runs its exported graph: what photos go through
-    (``kpjax.inference.Predictor``); ``verify``'s check of the graph against JAX is the export's and the tests'."""
+    (``kpjax.inference.Predictor``); ``verify``'s check of the graph against JAX is the export's and the tests'.
+
+    onnxruntime's threads spin on after each call, ready for the next: the fastest for calls back to back, but
+    they take the cores from other work between calls. ``stop_spinning`` stops them as a call returns, for a
+    caller that runs the face detector between calls: 13.2 against 19.3 ms a photo, for a tenth of the
+    batch-256 throughput (benchmarks/README.md).
+    """
     proto = to_onnx(model, config)
     options = onnxruntime.SessionOptions()
-    # Idle threads sleep instead of spinning after each call: spinning took the cores from the face detector
-    # that runs between calls (OpenCV's threads), 11.5 against 6.7 ms a photo (benchmarks/README.md).
-    options.add_session_config_entry("session.force_spinning_stop", "1")
+    if stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
 

@@ -118,7 +118,7 @@ class Predictor:
         """``detector=None`` takes every image as one face crop (``--no-detect``), which is never re-cropped."""
         if passes < 1:
             raise KpjaxError(f"--passes {passes}: expected at least 1")
-        self.forward = onnx_forward(model, config)
+        self.forward = onnx_forward(model, config, stop_spinning=detector is not None)
         self.config = config
         self.layout = config.layout
         self.detector = detector

@@ -156,11 +156,6 @@ def auc(nmes: np.ndarray, limit: float = FAILURE_NME) -> float:
     return float(np.trapezoid(curve, grid) / limit)
 
 
-def _key(image) -> str:
-    """Photos are matched to predictions by path, however each pipeline spelled it."""
-    return str(Path(image).resolve())
-
-
 def _record_layout(record_faces: list[dict]) -> str:
     names = tuple(record_faces[0]["keypoints"]) if record_faces else KAGGLE.names
     for layout in LAYOUTS.values():
@@ -169,33 +164,62 @@ def _record_layout(record_faces: list[dict]) -> str:
     raise KpjaxError(f"predictions name keypoints {', '.join(names[:3])}...: not a layout kpjax knows")
 
 
+@dataclasses.dataclass
+class PhotoMatch:
+    """An annotated photo beside a pipeline's record of it, its faces matched to the record's detections."""
+
+    photo: AnnotatedPhoto
+    detections: list[dict]  # the record's faces; none when the record is missing or holds an error
+    matched: list[int | None]  # per annotated face, the index of the detection that found it
+    ms: float | None
+    missing: bool
+
+    @property
+    def false_faces(self) -> list[dict]:
+        return [d for i, d in enumerate(self.detections) if i not in self.matched]
+
+    def found(self) -> list[tuple[dict, dict, np.ndarray, str, float]]:
+        """Per face found: its annotation, its detection, the predicted points and the annotated ones in the layout
+        both have (a 68-point model on a source without iBUG points: its 15 Kaggle points), and that layout's NME."""
+        layout = _record_layout(self.detections)
+        scored = layout if layout in self.photo.faces[0] else KAGGLE.name
+        result = []
+        for face, d in zip(self.photo.faces, self.matched):
+            if d is not None:
+                predicted = np.array(list(self.detections[d]["keypoints"].values()), np.float64)
+                if scored != layout:
+                    predicted = kaggle_points(predicted, "ibug")
+                result.append((face, self.detections[d], predicted, face[scored],
+                               face_nme(predicted, face[scored], scored)))
+        return result
+
+
+def match_records(photos: list[AnnotatedPhoto], records: list[dict]) -> list[PhotoMatch]:
+    """Each photo with its predictions.json-shaped record (matched by image path, however each pipeline spelled
+    it) and its annotated faces matched to the record's detections on every point the source marks."""
+    by_image = {str(Path(r["image"]).resolve()): r for r in records}
+    matches = []
+    for photo in photos:
+        record = by_image.get(str(Path(photo.image).resolve()))
+        missing = record is None or "error" in record
+        detections = [] if missing else record["faces"]
+        matches.append(PhotoMatch(photo, detections, match_faces([d["box"] for d in detections], photo.marked),
+                                  None if missing else record.get("ms"), missing))
+    return matches
+
+
 def score(photos: list[AnnotatedPhoto], records: list[dict]) -> dict:
     """Detection rate, false faces, NME mean/median, failures, AUC, Kaggle-frame px and ms per photo,
-    overall and per source, from predictions.json-shaped records (matched to the photos by image path)."""
-    by_image = {_key(r["image"]): r for r in records}
+    overall and per source, from predictions.json-shaped records."""
+    matches = match_records(photos, records)
     per_face = []  # (source, NME; None when the face was not found)
-    false_faces, ms, missing = [], [], 0
-    for photo in photos:
-        record = by_image.get(_key(photo.image))
-        if record is None or "error" in record:
-            missing += 1
-            record = {"faces": []}
-        detections = record["faces"]
-        layout = _record_layout(detections)
-        scored_layout = layout if layout in photo.faces[0] else KAGGLE.name
-        matched = match_faces([d["box"] for d in detections], photo.marked)
-        for face, d in zip(photo.faces, matched):
-            if d is None:
-                per_face.append((photo.source, None))
-                continue
-            predicted = np.array(list(detections[d]["keypoints"].values()), np.float64)
-            if scored_layout != layout:  # a 68-point model on a source without iBUG points: its 15 Kaggle points
-                predicted = kaggle_points(predicted, "ibug")
-            per_face.append((photo.source, face_nme(predicted, face[scored_layout], scored_layout)))
-        false_faces.append(len(detections) - sum(d is not None for d in matched))
-        ms.append(record.get("ms"))
+    for m in matches:
+        per_face += [(m.photo.source, None)] * m.matched.count(None)
+        per_face += [(m.photo.source, nme) for *_, nme in m.found()]
+    false_faces = [len(m.false_faces) for m in matches]
+    ms = [m.ms for m in matches]
     result = _summary([n for _, n in per_face], false_faces, ms)
-    result["photos_without_predictions"] = missing
+    result["photos_without_predictions"] = sum(m.missing for m in matches)
     sources = sorted({p.source for p in photos})
     if len(sources) > 1:
         result["by_source"] = {
@@ -232,15 +256,8 @@ def _summary(nmes: list, false_faces: list[int], ms: list) -> dict:
 def draw_worst(photos: list[AnnotatedPhoto], records: list[dict], out_dir: Path, count: int = 12) -> list[Path]:
     """The ``count`` found faces with the highest NME, each cut from its photo with the annotated points (green)
     and the predicted ones (red): the pictures to look at before trusting the figures."""
-    by_image = {_key(r["image"]): r for r in records}
-    found = []
-    for photo in photos:
-        detections = by_image.get(_key(photo.image), {}).get("faces", [])
-        truths = [face[KAGGLE.name] for face in photo.faces]
-        for truth, d in zip(truths, match_faces([det["box"] for det in detections], truths)):
-            if d is not None and _record_layout(detections) == KAGGLE.name:
-                predicted = np.array(list(detections[d]["keypoints"].values()), np.float64)
-                found.append((face_nme(predicted, truth, KAGGLE.name), photo, truth, predicted, detections[d]["box"]))
+    found = [(nme, m.photo, truth, predicted, detection["box"]) for m in match_records(photos, records)
+             for _, detection, predicted, truth, nme in m.found()]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for rank, (nme, photo, truth, predicted, box) in enumerate(sorted(found, key=lambda f: -np.nan_to_num(f[0]))[:count]):
