@@ -55,9 +55,11 @@ class _Graph:
         self.nodes, self.initializers = [], []
         self.names: dict = {}  # jax Var -> ONNX value name
         self.constants: dict = {}  # jax Var -> numpy value known at export time
+        self.count = 0  # values named so far
 
     def fresh(self, hint: str) -> str:
-        return f"{hint}_{len(self.nodes) + len(self.initializers)}"
+        self.count += 1
+        return f"{hint}_{self.count}"
 
     def const(self, value, dtype=None) -> str:
         name = self.fresh("const")
@@ -325,6 +327,62 @@ _TRANSLATIONS = {
 }
 
 
+def _fold_into_convolutions(g: _Graph) -> None:
+    """Move a per-channel bias Add and a Relu that follow a max-pool back onto the convolution before it.
+
+    The seed-like models add their bias and apply ReLU after pooling (a quarter of the work in training; exact,
+    since a per-channel constant and ReLU both commute with a max). onnxruntime fuses a bias and a Relu into a
+    convolution only when they follow it directly; between a convolution and a pool it also keeps the data in
+    its blocked layout, where after the pool each Add and Relu made it convert there and back.
+    """
+    def producer(name):
+        return next((n for n in g.nodes if name in n.output), None)
+
+    def consumers(name):
+        return [n for n in g.nodes if name in n.input]
+
+    def conv_below(name, channel_axis=None):
+        """The Conv ``name`` comes from through Transposes and MaxPools alone, each used once (with
+        ``channel_axis``, the axis at ``name`` its channels must arrive on); None otherwise."""
+        while len(consumers(name)) == 1 and (node := producer(name)) is not None:
+            if node.op_type == "Conv":
+                return node if channel_axis in (None, 1) else None
+            if node.op_type == "Transpose" and channel_axis is not None:
+                channel_axis = list(onnx.helper.get_attribute_value(node.attribute[0]))[channel_axis]
+            elif node.op_type not in ("Transpose", "MaxPool") or (node.op_type == "MaxPool" and channel_axis not in (None, 1)):
+                return None
+            name = node.input[0]
+        return None
+
+    def bypass(node):
+        """Remove a one-input, one-output node, its consumers reading its input instead."""
+        for consumer in consumers(node.output[0]):
+            consumer.input[:] = [node.input[0] if i == node.output[0] else i for i in consumer.input]
+        g.nodes.remove(node)
+
+    constants = {t.name: t for t in g.initializers}
+    for add in [n for n in g.nodes if n.op_type == "Add"]:
+        x, bias = add.input if add.input[1] in constants else reversed(add.input)
+        if bias not in constants:
+            continue
+        value = onnx.numpy_helper.to_array(constants[bias])
+        if value.ndim < 2 or any(d != 1 for d in value.shape[:-1]):
+            continue
+        conv = conv_below(x, value.ndim - 1)
+        if conv is not None and len(conv.input) == 2:  # no bias yet
+            conv.input.append(g.const(value.reshape(-1)))
+            add.input[:] = [x]
+            bypass(add)
+    for relu in [n for n in g.nodes if n.op_type == "Relu"]:
+        conv = conv_below(relu.input[0])
+        if conv is not None:
+            bypass(relu)
+            after = onnx.helper.make_node("Relu", [conv.output[0]], [g.fresh("relu")])
+            for consumer in consumers(conv.output[0]):
+                consumer.input[:] = [after.output[0] if i == conv.output[0] else i for i in consumer.input]
+            g.nodes.insert(g.nodes.index(conv) + 1, after)
+
+
 def to_onnx(model: nnx.Module, config: TrainConfig):
     """The model's predict step as an ONNX ModelProto: uint8 NHWC images in, (batch, 2K) keypoints out, and with
     an error head (batch, K) expected errors in frame pixels."""
@@ -339,6 +397,7 @@ def to_onnx(model: nnx.Module, config: TrainConfig):
     names = OUTPUTS[: len(results)]  # the errors only where the model estimates them
     for name, result in zip(names, results):
         g.nodes.append(onnx.helper.make_node("Identity", [g.name(result)], [name]))
+    _fold_into_convolutions(g)
     widths = {"keypoints": 2 * config.layout.num_keypoints, "errors": config.layout.num_keypoints}
     graph = onnx.helper.make_graph(
         g.nodes, "kpjax",

@@ -62,6 +62,38 @@ def test_other_layers_export(name):
     assert verify(to_onnx(model, config), model, config) <= 1e-4
 
 
+def test_bias_and_relu_after_a_pool_go_onto_the_convolution():
+    """The seed adds its bias and applies ReLU after pooling; the graph puts both on the convolution, where
+    onnxruntime fuses them, and the outputs stay JAX's."""
+    config = TrainConfig(model="seed")
+    model = create_model("seed", num_outputs=30, size=96, channels=1)
+    proto = to_onnx(model, config)
+    ops = [node.op_type for node in proto.graph.node]
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+    assert len(convs) == 3 and all(len(conv.input) == 3 for conv in convs)  # the bias is the Conv's own
+    assert all(ops[i + 1] == "Relu" for i, op in enumerate(ops) if op == "Conv")
+    assert "Add" not in ops[: ops.index("Reshape")]
+    assert verify(proto, model, config) <= 1e-4
+
+
+def test_a_pooled_value_used_twice_is_left_alone():
+    class Branches(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(1, 4, (3, 3), use_bias=False, rngs=rngs)
+            self.bias = nnx.Param(jax.random.normal(jax.random.key(3), (4,)))
+            self.head = nnx.Linear(48 * 48 * 4, 30, rngs=rngs)
+
+        def __call__(self, x):
+            pooled = nnx.max_pool(self.conv(x), (2, 2), (2, 2))
+            x = jax.nn.relu(pooled + self.bias[...]) + pooled  # the pooled value is read twice
+            return self.head(x.reshape(x.shape[0], -1))
+
+    model, config = Branches(nnx.Rngs(0)), TrainConfig()
+    proto = to_onnx(model, config)
+    assert all(len(node.input) == 2 for node in proto.graph.node if node.op_type == "Conv")
+    assert verify(proto, model, config) <= 1e-4
+
+
 def test_unsupported_operation_is_named():
     class Sorter(nnx.Module):
         def __call__(self, x):
