@@ -1,5 +1,5 @@
 """Train configs/photo.py's recipe (the shipped model's: the best recipe on jittered crops with context, AFLW's
-faces added) and record its figures, scored with flip test-time augmentation, in results/photo.json.
+and MTFL's faces added) and record its figures, scored with flip test-time augmentation, in results/photo.json.
 
     python experiments/photo_recipe.py
 

@@ -37,7 +37,7 @@ VARIANTS = {
     # training speed, so 25 epochs fit in the 30-minute CPU budget) a wider model.
     "heatmap-partial-color": ({"model": "heatmap", "epochs": 45, **SCHEDULE, "photometric": True,
                                "complete_only": False, "color": True}, True, SOURCES_68 + SOURCES_PARTIAL),
-    # For photos (configs/photo.py without AFLW): crops with context, jittered like a detector's.
+    # For photos (configs/photo.py without AFLW and MTFL): crops with context, jittered like a detector's.
     "heatmap-jitter": ({"model": "heatmap", "epochs": 28, **SCHEDULE, "photometric": True, "complete_only": False,
                         "margin": 24, "rotation": 15.0, "scale": 0.15, "shift": 6.0}, True, SOURCES_68),
     "heatmap-wide-partial": ({"model": "heatmap-wide", "epochs": 25, **SCHEDULE, "photometric": True,

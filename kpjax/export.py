@@ -381,6 +381,8 @@ def _fold_into_convolutions(g: _Graph) -> None:
             for consumer in consumers(conv.output[0]):
                 consumer.input[:] = [after.output[0] if i == conv.output[0] else i for i in consumer.input]
             g.nodes.insert(g.nodes.index(conv) + 1, after)
+    used = {name for node in g.nodes for name in node.input}
+    g.initializers[:] = [t for t in g.initializers if t.name in used]  # the folded biases' old constants
 
 
 def to_onnx(model: nnx.Module, config: TrainConfig):
