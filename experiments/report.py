@@ -119,8 +119,10 @@ def _photos_section(record: dict) -> list[str]:
         ("crops with 24 px of context, jittered like a detector's box (rotation ±15°, zoom ±15 %, shift ±6 px; "
          "sweep variant heatmap-jitter, the 68-point sources only, against the previous default, which also had "
          "MTFL)", f"kpjax oracle-default, 3 passes{haar}", f"kpjax sweep-heatmap-jitter, 3 passes{haar}"),
-        ("AFLW's in-the-wild faces added (experiments/photo_recipe.py)", f"kpjax sweep-heatmap-jitter, 3 passes{haar}",
-         f"kpjax photo, 3 passes{haar}"),
+        ("AFLW's in-the-wild faces added (the previous shipped model)", f"kpjax sweep-heatmap-jitter, 3 passes{haar}",
+         f"kpjax photo-no-mtfl, 3 passes{haar}"),
+        ("MTFL's 5-point faces added (configs/photo.py, experiments/photo_recipe.py)",
+         f"kpjax photo-no-mtfl, 3 passes{haar}", f"kpjax photo, 3 passes{haar}"),
         ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo, 1 pass{haar}",
          f"kpjax photo, 2 passes{haar}"),
         ("a third pass", f"kpjax photo, 2 passes{haar}", f"kpjax photo, 3 passes{haar}"),
@@ -133,9 +135,10 @@ def _photos_section(record: dict) -> list[str]:
               f"{nme[b]['ms_per_photo_median']:.0f} ms/photo" for what, a, b in steps if a in nme and b in nme]
     if bought:
         lines += ["", "What each step bought (same photos, same detector, each row one change):", "", *bought]
-    lines += ["", "The fast rows use the frontal Haar cascade (kpjax predict's default `--detector fast`; measured "
-              "before the verifier scored its boxes, which changes the scores, not the boxes), so they find the same "
-              "faces; MediaPipe's BlazeFace and dlib's HOG detector find more of them. dlib's 68-point predictor was trained on "
+    lines += ["", "The fast rows use kpjax predict's default `--detector fast` (the frontal Haar cascade, loose, its "
+              "boxes kept by the face verifier) and drop the detections a model with an error head expects to miss by "
+              "over 10 % (so the models without one, the first two, report more false faces); MediaPipe's BlazeFace "
+              "and dlib's HOG detector find more faces. dlib's 68-point predictor was trained on "
               "iBUG 300-W, which holds Helen's training photos: on helen-68-train it is scored on faces it has seen. "
               "The peers' points are mapped to the 15 Kaggle keypoints as `benchmarks/README.md` explains. "
               "`runs/oracle-default` is the model kpjax shipped before (`best` below, trained on crops that never "
@@ -283,7 +286,8 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
               f"{hidden['median_expected_px']['visible']:.2f} px).",
               "", "![reliability](experiments/figures/confidence_reliability.png)"]
     if likelihood:
-        lines += ["", "Which head (`experiments/error_likelihood.py`): fitted afresh to the finished model's frozen "
+        lines += ["", "Which head (`experiments/error_likelihood.py`, on the model shipped before MTFL's faces were "
+                  "added, runs/photo-no-mtfl): fitted afresh to the finished model's frozen "
                   "features under each likelihood, and on crops jittered twice as far as the keypoints trained on, "
                   "against the one trained with the model. Per crop set: Spearman per point (median / pooled), actual "
                   "over expected error, failures flagged at <= 10 % false alarms.", "",
