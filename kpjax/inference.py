@@ -37,7 +37,7 @@ PREDICT_BATCH = 256
 CONVERGED_PX = 0.5
 DEFAULT_PASSES = 3
 # A detection whose keypoints are expected to miss by more than a failure's NME (300-W's 10 %) is not taken for
-# a face: on 450 validation photos it takes the fast detector's false faces from 0.053 to 0.029 a photo (necks,
+# a face: on 450 validation photos it takes the fast detector's false faces from 0.053 to 0.027 a photo (necks,
 # ties, shirts) and finds as many faces, 92.4 % (EXPERIMENTS.md, "Finding faces"). Needs an error head.
 NOT_A_FACE_NME = 0.10
 
