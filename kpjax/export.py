@@ -354,11 +354,10 @@ def _fold_into_convolutions(g: _Graph) -> None:
             name = node.input[0]
         return None
 
-    def bypass(node):
-        """Remove a one-input, one-output node, its consumers reading its input instead."""
-        for consumer in consumers(node.output[0]):
-            consumer.input[:] = [node.input[0] if i == node.output[0] else i for i in consumer.input]
-        g.nodes.remove(node)
+    def rewire(old, new):
+        """Every node that reads ``old`` reads ``new`` instead."""
+        for consumer in consumers(old):
+            consumer.input[:] = [new if i == old else i for i in consumer.input]
 
     constants = {t.name: t for t in g.initializers}
     for add in [n for n in g.nodes if n.op_type == "Add"]:
@@ -371,16 +370,16 @@ def _fold_into_convolutions(g: _Graph) -> None:
         conv = conv_below(x, value.ndim - 1)
         if conv is not None and len(conv.input) == 2:  # no bias yet
             conv.input.append(g.const(value.reshape(-1)))
-            add.input[:] = [x]
-            bypass(add)
+            rewire(add.output[0], x)
+            g.nodes.remove(add)
     for relu in [n for n in g.nodes if n.op_type == "Relu"]:
         conv = conv_below(relu.input[0])
         if conv is not None:
-            bypass(relu)
-            after = onnx.helper.make_node("Relu", [conv.output[0]], [g.fresh("relu")])
-            for consumer in consumers(conv.output[0]):
-                consumer.input[:] = [after.output[0] if i == conv.output[0] else i for i in consumer.input]
-            g.nodes.insert(g.nodes.index(conv) + 1, after)
+            rewire(relu.output[0], relu.input[0])
+            g.nodes.remove(relu)
+            relu.input[:] = [conv.output[0]]
+            rewire(conv.output[0], relu.output[0])
+            g.nodes.insert(g.nodes.index(conv) + 1, relu)
     used = {name for node in g.nodes for name in node.input}
     g.initializers[:] = [t for t in g.initializers if t.name in used]  # the folded biases' old constants
 
