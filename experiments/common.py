@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.config import TrainConfig, load_config  # noqa: E402
 from kpjax.evaluate import evaluate_model  # noqa: E402
-from kpjax.train import TrainingInterrupted, load_training_data, split_dataset, train  # noqa: E402
+from kpjax.run_writer import read_history  # noqa: E402
+from kpjax.train import TrainingInterrupted, TrainResult, load_training_data, split_dataset, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -31,8 +32,12 @@ SOURCES_PARTIAL = ("mtfl-5",)
 HEADLINE = "68-point sources, complete"  # the evaluation set every goal is measured on
 
 
-def parse_args(description: str, variants: tuple[str, ...] = (), model_option: bool = False) -> argparse.Namespace:
+def parse_args(description: str, variants: tuple[str, ...] = (), model_option: bool = False,
+               recipes: tuple[str, ...] = ()) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if recipes:
+        parser.add_argument("--recipe", choices=recipes, default=recipes[0],
+                            help=f"configs/RECIPE.py to train (default {recipes[0]})")
     if model_option:
         parser.add_argument("--model", type=Path, default=None,
                             help="run directory of the model to compare with (default: the shipped model)")
@@ -52,6 +57,11 @@ def parse_args(description: str, variants: tuple[str, ...] = (), model_option: b
     parser.add_argument("--run-root", type=Path, default=ROOT / "runs", help="where run directories go")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results",
                         help="where result JSON files go")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the finished run in --run-root as it is, without training (a run trained on "
+                             "another machine, e.g. a GPU)")
+    parser.add_argument("--trained-on", default="another machine",
+                        help="with --score-only: the device the run trained on, for the record")
     return parser.parse_args()
 
 
@@ -102,10 +112,17 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
         config = dataclasses.replace(config, seed=args.seed, split_seed=config.seed)
         name = f"{name}-seed{args.seed}"
     run_dir = args.run_root / name
-    try:
-        result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())
-    except TrainingInterrupted as stopped:
-        sys.exit(f"{stopped}\n(or rerun this script, which resumes it)")
+    if args.score_only:
+        history = read_history(run_dir / "metrics.jsonl")
+        if not history:
+            sys.exit(f"--score-only: {run_dir} holds no trained epochs")
+        best = min(history, key=lambda h: h.get("val_mse", h["train_mse"]))
+        result = TrainResult(run_dir, best["epoch"], best, history)
+    else:
+        try:
+            result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())
+        except TrainingInterrupted as stopped:
+            sys.exit(f"{stopped}\n(or rerun this script, which resumes it)")
     model, _ = load_model(run_dir)
     evaluations = {label: evaluate_model(model, faces, flip_tta=flip_tta)
                    for label, faces in evaluation_sets(config, args).items()}
@@ -124,7 +141,7 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
         "wall_seconds": sum(h["seconds"] for h in history),  # training and validation, resumed parts included
         "train_images_per_second": statistics.median(h["images_per_second"] for h in history),
         "params": int(sum(np.size(x) for x in _param_leaves(model))),
-        "device": jax.devices()[0].device_kind,
+        "device": args.trained_on if args.score_only else jax.devices()[0].device_kind,
         "evaluations": evaluations,
     }
     args.results.mkdir(parents=True, exist_ok=True)

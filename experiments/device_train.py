@@ -1,0 +1,162 @@
+"""How configs/photo_wide.py was trained on the GPU lent to a session, whose calls carry at most 64 MiB: the
+converted faces (configs/photo.py's, 144x144 grey crops with 24 px of context) travel as WebP at quality 85
+(51 MB, PSNR 41.9 dB against the crops), and every variant trains in parallel on the one GPU.
+
+    python experiments/device_train.py pack                      # here: writes .devrun/{images.bin,meta.npz}
+    python experiments/device_train.py drive BUDGET_S OUT        # there: calibrate, train, tar each run to OUT
+    python experiments/device_train.py resume BUDGET_S OUT MODEL:EPOCHS:RUN_DIR ...   # there: continue runs
+
+On a machine that holds the data, `kpjax train --config configs/photo_wide.py` is the same training.
+"""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PACKED = Path(".devrun")  # kept out of git by .git/info/exclude; carried to the device
+VARIANTS = {"heatmap": "heatmap", "wide": "heatmap-wide"}
+LIMIT = int(os.environ.get("KPJAX_DEV_LIMIT", "0"))  # faces, for a local smoke test
+
+
+def load_dataset():
+    import cv2
+    from kpjax.dataset import Dataset
+    from kpjax.keypoints import LAYOUTS
+
+    meta = np.load(PACKED / "meta.npz")
+    blob = np.fromfile(PACKED / "images.bin", np.uint8)
+    offsets = meta["offsets"]
+    n = LIMIT or len(offsets) - 1
+    images = np.empty((n, *meta["shape"][1:]), np.uint8)
+    for i in range(n):
+        images[i, ..., 0] = cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
+    return Dataset(images, meta["keypoints"][:n], LAYOUTS[str(meta["layout"])], meta["groups"][:n],
+                   meta["sources"][:n])
+
+
+def pack(quality: int = 85) -> None:
+    import cv2
+    from kpjax.config import load_config
+    from kpjax.train import load_training_data
+
+    dataset = load_training_data(load_config(Path("configs/photo.py")))
+    blobs = [cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, quality])[1].tobytes() for image in dataset.images]
+    PACKED.mkdir(exist_ok=True)
+    (PACKED / "images.bin").write_bytes(b"".join(blobs))
+    np.savez_compressed(PACKED / "meta.npz", offsets=np.cumsum([0] + [len(b) for b in blobs]),
+                        keypoints=dataset.keypoints, layout=dataset.layout.name, groups=dataset.groups,
+                        sources=dataset.sources, shape=np.array(dataset.images.shape))
+    print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
+
+
+def train_one(model: str, epochs: int, run_dir: str, resume: bool = False) -> None:
+    from kpjax.config import load_config
+    from kpjax.train import train
+
+    config = dataclasses.replace(load_config(Path("configs/photo.py")), model=model, epochs=epochs)
+    train(config, Path(run_dir), resume=resume, dataset=load_dataset())
+
+
+def launch(model: str, epochs: int, run_dir: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, __file__, "train", model, str(epochs), str(run_dir)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def epochs_of(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_all(procs: dict, deadline: float) -> None:
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=max(deadline - time.time(), 1))
+        except subprocess.TimeoutExpired:
+            print(f"{name}: past the deadline, stopping it (it saves a checkpoint)", flush=True)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+
+
+def drive(budget: float, out: Path) -> None:
+    start = time.time()
+    work = Path("/tmp/kpjax-gpu")
+    work.mkdir(exist_ok=True)
+    import jax
+    import flax
+    import optax
+    import orbax.checkpoint
+    print("versions", jax.__version__, flax.__version__, optax.__version__, orbax.checkpoint.__version__,
+          jax.devices(), flush=True)
+    cal_epochs = 3
+    procs = {name: launch(model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log")
+             for name, model in VARIANTS.items()}
+    wait_all(procs, start + 240)
+    calibration = time.time() - start
+    plan = {}
+    for name in VARIANTS:
+        history = epochs_of(work / f"cal-{name}")
+        print(name, "calibration", [(h["epoch"], h["seconds"], round(h["val_rmse_px"], 3)) for h in history],
+              flush=True)
+        if len(history) < cal_epochs:
+            print((work / f"cal-{name}.log").read_text()[-3000:], flush=True)
+            continue
+        epoch_s = max(h["seconds"] for h in history[1:])
+        overhead = calibration - sum(h["seconds"] for h in history)  # decode, compile, checkpoints
+        plan[name] = (epoch_s, overhead)
+    if not plan:
+        raise SystemExit("no variant calibrated")
+    deadline = start + budget
+    left = deadline - time.time() - 30
+    procs = {}
+    for name, (epoch_s, overhead) in plan.items():
+        epochs = int(min(400, (left - overhead) / (epoch_s * 1.05)))
+        print(f"{name}: {epochs} epochs at {epoch_s:.2f} s (overhead {overhead:.0f} s)", flush=True)
+        procs[name] = launch(VARIANTS[name], epochs, work / name, work / f"{name}.log")
+    wait_all(procs, deadline)
+    for name in procs:
+        history = epochs_of(work / name)
+        best = min(history, key=lambda h: h["val_mse"]) if history else None
+        print(name, "epochs", len(history), "best", best, flush=True)
+        print((work / f"{name}.log").read_text()[-1500:], flush=True)
+        with tarfile.open(out / f"run-{name}.tar.gz", "w:gz") as tar:
+            tar.add(work / name, arcname=name, filter=lambda m: None if "/checkpoints/latest" in m.name else m)
+    print("total", round(time.time() - start), "s", flush=True)
+
+
+def resume(budget: float, out: Path, jobs: list[str]) -> None:
+    """Continue runs (MODEL:EPOCHS:RUN_DIR) from their newest whole checkpoint, in parallel, to EPOCHS."""
+    start = time.time()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}
+    procs, logs = {}, {}
+    for job in jobs:
+        model, epochs, run_dir = job.split(":")
+        logs[run_dir] = Path(f"/tmp/resume-{Path(run_dir).name}.log")
+        procs[run_dir] = subprocess.Popen([sys.executable, __file__, "resume-one", model, epochs, run_dir],
+                                          stdout=logs[run_dir].open("w"), stderr=subprocess.STDOUT, env=env)
+    wait_all(procs, start + budget)
+    for run_dir, log in logs.items():
+        print(log.read_text()[-1500:], flush=True)
+        with tarfile.open(out / f"run-{Path(run_dir).name}.tar.gz", "w:gz") as tar:
+            tar.add(run_dir, arcname=Path(run_dir).name,
+                    filter=lambda m: None if "/checkpoints/latest" in m.name else m)
+    print("total", round(time.time() - start), "s", flush=True)
+
+
+COMMANDS = {
+    "pack": lambda: pack(),
+    "drive": lambda budget, out: drive(float(budget), Path(out)),
+    "train": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir),
+    "resume": lambda budget, out, *jobs: resume(float(budget), Path(out), list(jobs)),
+    "resume-one": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir, resume=True),
+}
+
+if __name__ == "__main__":
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
