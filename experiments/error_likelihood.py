@@ -1,7 +1,7 @@
 """Which likelihood calibrates the error head better, Laplace or Gaussian? Each is fitted afresh to a trained
 model's frozen features, and scored on its validation faces beside the head that trained with the model.
 
-    python experiments/error_likelihood.py --model runs/photo [--epochs 6] [--jitter 1 2]
+    python experiments/error_likelihood.py --model runs/photo_wide [--epochs 6] [--jitter 1 2 3]
 
 The head learns from the keypoints' stop-gradient residuals either way (kpjax/train_step.error_nll is the
 Laplace one kpjax trains with); fitting it afterwards on the finished model isolates the likelihood from
@@ -9,8 +9,8 @@ the moving target a joint run gives it. ``--jitter 2`` also fits a Laplace head 
 as the keypoints were trained on, so that it meets misplaced crops. Scored as experiments/confidence.py scores
 (its functions): on the validation persons' crops jittered as in training and misplaced by twice that,
 Spearman between expected and actual error per keypoint (median) and pooled, the ratio of the mean actual to
-the mean expected error (1 is calibrated) and the failures the face's score flags at 10 % false alarms; and end
-to end on the validation photos. Writes results/analysis/error-likelihood.json.
+the mean expected error (1 is calibrated) and the failures the face's score flags at 10 % false alarms; end
+to end on the validation photos; and how aflw-21's hidden points rank against its visible ones. Writes results/analysis/error-likelihood.json.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from common import ROOT, data_specs, write_analysis  # noqa: E402
-from confidence import crop_errors, end_to_end, flagging, reliability, spearman_per_keypoint  # noqa: E402
+from confidence import (aflw_hidden_points, crop_errors, end_to_end, flagging, reliability,  # noqa: E402
+                        spearman_per_keypoint)
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import make_augmentation  # noqa: E402
@@ -107,6 +108,8 @@ def scores(model, config, val, data_root: Path) -> dict:
                          "reliability": reliability(expected, actual),
                          "flagging": flagging(np.sqrt((expected**2).mean(axis=1)), nme > photo_eval.FAILURE_NME)}
     result["end_to_end"] = end_to_end(model, config, data_root)
+    if (val.sources == "aflw-21").any():
+        result["aflw_hidden_points"] = aflw_hidden_points(model, config, val)
     return result
 
 
@@ -142,7 +145,8 @@ def main() -> None:
         e = r["end_to_end"]
         print(f"{label}: {crops}; end to end spearman {e['spearman_points']['median']:.3f}, faces "
               f"{e['spearman_faces']:.3f}, failures flagged {e['flagging']['failures_flagged']}/"
-              f"{e['flagging']['failures']}", flush=True)
+              f"{e['flagging']['failures']}, aflw hidden AUC {r.get('aflw_hidden_points', {}).get('auc', float('nan')):.3f}",
+              flush=True)
     write_analysis("error-likelihood", result, args.results)
 
 

@@ -294,13 +294,14 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
               f"{hidden['median_expected_px']['visible']:.2f} px).",
               "", "![reliability](experiments/figures/confidence_reliability.png)"]
     if likelihood:
-        lines += ["", "Which head (`experiments/error_likelihood.py`, on the model shipped before MTFL's faces were "
-                  "added, runs/photo-no-mtfl): fitted afresh to the finished model's frozen "
-                  "features under each likelihood, and on crops jittered twice as far as the keypoints trained on, "
-                  "against the one trained with the model. Per crop set: Spearman per point (median / pooled), actual "
-                  "over expected error, failures flagged at <= 10 % false alarms.", "",
+        model = likelihood["command"].split("--model ")[1].split()[0]
+        lines += ["", f"Which head (`experiments/error_likelihood.py`, on {model}): fitted afresh to the finished "
+                  "model's frozen features under each likelihood, and on crops jittered further than the keypoints "
+                  "trained on, against the one trained with the model. Per crop set: Spearman per point (median / "
+                  "pooled), actual over expected error, failures flagged at <= 10 % false alarms; aflw-21's hidden "
+                  "points against its visible ones (ROC AUC).", "",
                   "| head | jittered as in training | misplaced (2x jitter) | end to end: Spearman per point / "
-                  "per face, failures flagged |", "|---|---|---|---|"]
+                  "per face, failures flagged | aflw-21 hidden AUC |", "|---|---|---|---|---|"]
 
         def crops(c: dict) -> str:
             f = c["flagging"]
@@ -310,9 +311,10 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
         for label, r in likelihood.items():
             if label != "command":
                 e = r["end_to_end"]
+                hidden = f"{r['aflw_hidden_points']['auc']:.3f}" if "aflw_hidden_points" in r else "–"
                 lines.append(f"| {label} | {crops(r['jittered'])} | {crops(r['misplaced'])} | "
                              f"{e['spearman_points']['median']:.3f} / {e['spearman_faces']:.3f}, "
-                             f"{e['flagging']['failures_flagged']} of {e['flagging']['failures']} |")
+                             f"{e['flagging']['failures_flagged']} of {e['flagging']['failures']} | {hidden} |")
     return lines
 
 

@@ -42,6 +42,30 @@ def test_experiment_runs_one_epoch_and_records_results(tmp_path, script, name, e
     assert (tmp_path / "runs" / "validation_grid.png").exists()  # real faces: drawn under runs/, not committed
 
 
+def test_a_run_trained_elsewhere_is_scored_as_it_is(tmp_path):
+    """``--score-only`` records a finished run's figures without training it further (the shipped model trained on
+    a GPU), with the device it names; a run root without the run is a one-line error."""
+    args = ["--recipe", "photo_wide", "--synthetic", "160", "--epochs", "1", "--run-root", tmp_path / "runs",
+            "--results", tmp_path / "results"]
+    trained = subprocess.run([sys.executable, EXPERIMENTS / "photo_recipe.py", *map(str, args)], capture_output=True,
+                             text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr
+    metrics = (tmp_path / "runs" / "photo_wide" / "metrics.jsonl").read_text()
+    first = json.loads((tmp_path / "results" / "photo_wide.json").read_text())
+    assert first["config"]["model"] == "heatmap-wide"
+    scored = subprocess.run([sys.executable, EXPERIMENTS / "photo_recipe.py", *map(str, args), "--score-only",
+                             "--trained-on", "a lent GPU"], capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr
+    again = json.loads((tmp_path / "results" / "photo_wide.json").read_text())
+    assert (tmp_path / "runs" / "photo_wide" / "metrics.jsonl").read_text() == metrics  # nothing trained
+    assert again["device"] == "a lent GPU" and "--score-only" in again["command"]
+    assert again["evaluations"] == first["evaluations"] and again["best_epoch"] == first["best_epoch"] == 1
+    missing = subprocess.run([sys.executable, EXPERIMENTS / "photo_recipe.py", *map(str, args), "--score-only",
+                              "--run-root", str(tmp_path / "elsewhere")], capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
+        f"--score-only: {tmp_path / 'elsewhere' / 'photo_wide'} holds no trained epochs"]
+
+
 @pytest.fixture
 def experiments_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
