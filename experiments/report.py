@@ -24,10 +24,11 @@ SEED_REPORTED = {"train_mse": 9.37e-4, "train_mae": 0.0230, "val_mse": 0.0393, "
 def _row(result: dict, seed_rmse: float | None) -> str:
     head = result["evaluations"][HEADLINE]
     ratio = f"{head['rmse_px'] / seed_rmse:.2f}" if seed_rmse else "-"
+    where = "" if result.get("device", "cpu") == "cpu" else f" on {result['device']}"  # trained off this machine
     return (f"| {result['name']} | {result['train_mse']:.2e} | {result['train_mae']:.4f} | {head['mse']:.2e} | "
             f"{head['mae']:.4f} | **{head['rmse_px']:.3f}** | {ratio} | {head['nme']:.4f} | "
             f"{result['best_epoch']} of {result['epochs_run']} | "
-            f"{result['params'] / 1e6:.2f} M | {result['wall_seconds'] / 60:.1f} min | "
+            f"{result['params'] / 1e6:.2f} M | {result['wall_seconds'] / 60:.1f} min{where} | "
             f"{result['train_images_per_second']:.0f} |")
 
 
