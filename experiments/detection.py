@@ -72,13 +72,16 @@ class PredictPipeline:
     """``kpjax predict``'s whole pipeline with the fast detector and the shipped model: the faces it reports, after
     the keypoints' own check (``kpjax.inference.NOT_A_FACE_NME``). Its times include the keypoints."""
 
-    scorer = None  # no verifier threshold of its own to sweep
-
     def __init__(self):
         self.predictor = Predictor(*load_model(None), make_detector("fast"), batch_size=1)
 
     def __call__(self, image):
         return self.predictor([image])[0]
+
+
+def has_verifier(detector) -> bool:
+    """Whether ``detector`` keeps its proposals by a verifier's score: a threshold that ``--thresholds`` sweeps."""
+    return isinstance(detector, FaceDetector) and detector.scorer is not None
 
 
 def detectors() -> dict:
@@ -100,7 +103,7 @@ def evaluate(photos: list[AnnotatedPhoto], named: dict, yaws: dict[Path, float],
     """
     columns = {name: [(name, 0.0)] for name in named}
     for name, detector in named.items():
-        if thresholds and detector.scorer is not None:
+        if thresholds and has_verifier(detector):
             columns[name] = [(f"{name} >= {t}", t) for t in thresholds]
     tallies = {label: {"found": {}, "false": {}, "photos": {}, "ms": []}
                for labels in columns.values() for label, _ in labels}
@@ -152,7 +155,7 @@ def main() -> None:
         sys.exit(f"error: no annotated photos under {args.data_root}")
     named = {name: detectors()[name]() for name in args.detectors}
     if args.thresholds:
-        for detector in named.values():
+        for detector in filter(has_verifier, named.values()):
             detector.threshold = min(detector.threshold, *args.thresholds)
     for detector in named.values():
         detector(read_image(photos[0].image))  # warm-up: the verifier compiles
