@@ -27,7 +27,7 @@ from common import ROOT, write_analysis
 from kpjax.checkpoint import load_model
 from kpjax.detect import FaceDetector, make_detector
 from kpjax.image import read_image
-from kpjax.inference import Predictor
+from kpjax.inference import NOT_A_FACE_NME, Predictor
 from kpjax.photo_eval import AnnotatedPhoto, face_square, found_and_false, read_annotated_photos, select_persons
 
 PHOTO_SOURCES = ("helen-68-train", "fgnet-68", "youtube-faces-68")  # whole photos, one annotated face each
@@ -72,8 +72,9 @@ class PredictPipeline:
     """``kpjax predict``'s whole pipeline with the fast detector and the shipped model: the faces it reports, after
     the keypoints' own check (``kpjax.inference.NOT_A_FACE_NME``). Its times include the keypoints."""
 
-    def __init__(self):
-        self.predictor = Predictor(*load_model(None), make_detector("fast"), batch_size=1)
+    def __init__(self, not_a_face_nme: float | None = NOT_A_FACE_NME):
+        self.predictor = Predictor(*load_model(None), make_detector("fast"), batch_size=1,
+                                   not_a_face_nme=not_a_face_nme)
 
     def __call__(self, image):
         return self.predictor([image])[0]
@@ -148,12 +149,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="calls per photo and detector; the fastest is kept")
     parser.add_argument("--thresholds", type=float, nargs="+", default=(),
                         help="also score the verified detector keeping only detections at or above each face score")
+    parser.add_argument("--not-a-face-nme", type=float, nargs="+", default=(), metavar="NME",
+                        help="also run kpjax predict's pipeline dropping the faces expected to miss by more than each "
+                             "NME (kpjax.inference.NOT_A_FACE_NME is its default)")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
     photos = annotated_photos(args.data_root, args.split, args.per_source)
     if not photos:
         sys.exit(f"error: no annotated photos under {args.data_root}")
     named = {name: detectors()[name]() for name in args.detectors}
+    named |= {f"keypoints, not a face above {nme:.0%}": PredictPipeline(nme) for nme in args.not_a_face_nme}
     if args.thresholds:
         for detector in filter(has_verifier, named.values()):
             detector.threshold = min(detector.threshold, *args.thresholds)
@@ -164,15 +169,17 @@ def main() -> None:
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     keys = list(next(iter(results.values()))["groups"])
     print(f"{len(photos)} photos; load average {' '.join(load_before)} -> {' '.join(load_after)}")
-    print(f"{'':34}" + "".join(f"{name:>24}" for name in results))
+    widths = [max(24, len(name) + 2) for name in results]
+    print(f"{'':34}" + "".join(f"{name:>{w}}" for name, w in zip(results, widths)))
     for key in keys:
         cells = [f"{r['groups'][key]['recall']:7.1%} {r['groups'][key]['false_per_photo']:5.3f} fp"
                  for r in results.values()]
         faces = next(iter(results.values()))["groups"][key]["faces"]
-        print(f"{key + f' ({faces})':34}" + "".join(f"{c:>24}" for c in cells))
-    print(f"{'median ms a photo':34}" + "".join(f"{r['median_ms']:>24.1f}" for r in results.values()))
+        print(f"{key + f' ({faces})':34}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    print(f"{'median ms a photo':34}" + "".join(f"{r['median_ms']:>{w}.1f}" for r, w in zip(results.values(), widths)))
     name = "detection" if args.split == "val" else "detection-train"
-    write_analysis(f"{name}-thresholds" if args.thresholds else name, {
+    name += "-thresholds" if args.thresholds else ""
+    write_analysis(f"{name}-not-a-face" if args.not_a_face_nme else name, {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "photos": len(photos), "load_average": [load_before, load_after], "detectors": results,
     }, args.results)

@@ -241,7 +241,7 @@ def _detection_section(records: list[dict]) -> list[str]:
              "YouTube Faces 20, of which 2 are faces, the rest ties, shirt fronts and a banner. FG-NET marks every face.",
              "Columns: haar, the 4-neighbour frontal cascade kpjax had first; fast and thorough, the `--detector`",
              "presets (fast >= T: the fast detector's boxes kept from verifier score T); fast + keypoints, `kpjax",
-             "predict`'s whole pipeline, which drops the detections whose expected NME is over 10 % (its ms include",
+             "predict`'s whole pipeline, which drops the detections whose expected NME is over 8 % (its ms include",
              "the keypoints); proposals, thorough's cascades alone.", "",
              "| faces | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for key in keys:
