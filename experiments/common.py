@@ -115,9 +115,9 @@ def run_recipe(name: str, config: TrainConfig, args: argparse.Namespace, *, flip
     if args.score_only:
         history = read_history(run_dir / "metrics.jsonl")
         if not history:
-            sys.exit(f"--score-only: {run_dir} holds no trained epochs")
-        best = min(history, key=lambda h: h.get("val_mse", h["train_mse"]))
-        result = TrainResult(run_dir, best["epoch"], best, history)
+            print(f"error: --score-only: {run_dir} holds no trained epochs", file=sys.stderr)
+            sys.exit(2)
+        result = TrainResult.from_history(run_dir, history)
     else:
         try:
             result = train(config, run_dir, resume=(run_dir / "checkpoints" / "latest").exists())

@@ -9,7 +9,6 @@ converted faces (configs/photo.py's, 144x144 grey crops with 24 px of context) t
 On a machine that holds the data, `kpjax train --config configs/photo_wide.py` is the same training.
 """
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -64,15 +63,24 @@ def train_one(model: str, epochs: int, run_dir: str, resume: bool = False) -> No
     train(config, Path(run_dir), resume=resume, dataset=load_dataset())
 
 
-def launch(model: str, epochs: int, run_dir: Path, log: Path) -> subprocess.Popen:
+def launch(command: str, model: str, epochs: int, run_dir: Path, log: Path) -> subprocess.Popen:
+    """``command`` ("train" or "resume-one") in a process of its own: the runs share the GPU, a third of its
+    memory each."""
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, __file__, "train", model, str(epochs), str(run_dir)],
+    return subprocess.Popen([sys.executable, __file__, command, model, str(epochs), str(run_dir)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
 def epochs_of(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    from kpjax.run_writer import read_history
+
+    return read_history(run_dir / "metrics.jsonl")
+
+
+def tar_run(run_dir: Path, out: Path) -> None:
+    """The run without its latest checkpoint (the best one and the records are what come back)."""
+    with tarfile.open(out / f"run-{run_dir.name}.tar.gz", "w:gz") as tar:
+        tar.add(run_dir, arcname=run_dir.name, filter=lambda m: None if "/checkpoints/latest" in m.name else m)
 
 
 def wait_all(procs: dict, deadline: float) -> None:
@@ -96,7 +104,7 @@ def drive(budget: float, out: Path) -> None:
     print("versions", jax.__version__, flax.__version__, optax.__version__, orbax.checkpoint.__version__,
           jax.devices(), flush=True)
     cal_epochs = 3
-    procs = {name: launch(model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log")
+    procs = {name: launch("train", model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log")
              for name, model in VARIANTS.items()}
     wait_all(procs, start + 240)
     calibration = time.time() - start
@@ -119,34 +127,30 @@ def drive(budget: float, out: Path) -> None:
     for name, (epoch_s, overhead) in plan.items():
         epochs = int(min(400, (left - overhead) / (epoch_s * 1.05)))
         print(f"{name}: {epochs} epochs at {epoch_s:.2f} s (overhead {overhead:.0f} s)", flush=True)
-        procs[name] = launch(VARIANTS[name], epochs, work / name, work / f"{name}.log")
+        procs[name] = launch("train", VARIANTS[name], epochs, work / name, work / f"{name}.log")
     wait_all(procs, deadline)
     for name in procs:
         history = epochs_of(work / name)
         best = min(history, key=lambda h: h["val_mse"]) if history else None
         print(name, "epochs", len(history), "best", best, flush=True)
         print((work / f"{name}.log").read_text()[-1500:], flush=True)
-        with tarfile.open(out / f"run-{name}.tar.gz", "w:gz") as tar:
-            tar.add(work / name, arcname=name, filter=lambda m: None if "/checkpoints/latest" in m.name else m)
+        tar_run(work / name, out)
     print("total", round(time.time() - start), "s", flush=True)
 
 
 def resume(budget: float, out: Path, jobs: list[str]) -> None:
     """Continue runs (MODEL:EPOCHS:RUN_DIR) from their newest whole checkpoint, in parallel, to EPOCHS."""
     start = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}
     procs, logs = {}, {}
     for job in jobs:
         model, epochs, run_dir = job.split(":")
-        logs[run_dir] = Path(f"/tmp/resume-{Path(run_dir).name}.log")
-        procs[run_dir] = subprocess.Popen([sys.executable, __file__, "resume-one", model, epochs, run_dir],
-                                          stdout=logs[run_dir].open("w"), stderr=subprocess.STDOUT, env=env)
+        run_dir = Path(run_dir)
+        logs[run_dir] = Path(f"/tmp/resume-{run_dir.name}.log")
+        procs[run_dir] = launch("resume-one", model, int(epochs), run_dir, logs[run_dir])
     wait_all(procs, start + budget)
     for run_dir, log in logs.items():
         print(log.read_text()[-1500:], flush=True)
-        with tarfile.open(out / f"run-{Path(run_dir).name}.tar.gz", "w:gz") as tar:
-            tar.add(run_dir, arcname=Path(run_dir).name,
-                    filter=lambda m: None if "/checkpoints/latest" in m.name else m)
+        tar_run(run_dir, out)
     print("total", round(time.time() - start), "s", flush=True)
 
 

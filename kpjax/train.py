@@ -47,6 +47,12 @@ class TrainResult:
     best_val: dict
     history: list[dict]
 
+    @classmethod
+    def from_history(cls, run_dir: Path, history: list[dict]) -> TrainResult:
+        """The run as its epochs record it: the best is the lowest validation MSE (training MSE without one)."""
+        best = min(history, key=lambda h: h.get("val_mse", h["train_mse"]))
+        return cls(run_dir, best["epoch"], best, history)
+
 
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a step is never cut in half."""
@@ -218,8 +224,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                 if stop.signal_name:
                     _stop(writer, f"{stop.signal_name}: stopped after epoch {epoch + 1}")
         writer.plot_learning_curve()
-    best = min(writer.history, key=lambda h: h.get("val_mse", h["train_mse"]))
-    return TrainResult(run_dir, best["epoch"], best, writer.history)
+    return TrainResult.from_history(run_dir, writer.history)
 
 
 def _diverged(epoch: int, train_loss: float, config: TrainConfig, run_dir: Path, kept: bool) -> KpjaxError:

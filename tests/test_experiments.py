@@ -62,8 +62,8 @@ def test_a_run_trained_elsewhere_is_scored_as_it_is(tmp_path):
     assert again["evaluations"] == first["evaluations"] and again["best_epoch"] == first["best_epoch"] == 1
     missing = subprocess.run([sys.executable, EXPERIMENTS / "photo_recipe.py", *map(str, args), "--score-only",
                               "--run-root", str(tmp_path / "elsewhere")], capture_output=True, text=True, timeout=600)
-    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
-        f"--score-only: {tmp_path / 'elsewhere' / 'photo_wide'} holds no trained epochs"]
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"error: --score-only: {tmp_path / 'elsewhere' / 'photo_wide'} holds no trained epochs"]
 
 
 @pytest.fixture
