@@ -8,7 +8,8 @@ On the validation persons of the model's own split (persons it never trained on)
    correlation between the expected and the actual error, and a reliability plot (actual error
    against expected, in bins of the expected error);
 2. aflw-21's points hidden by the head's own pose: do their expected errors rank above the visible
-   points' (ROC AUC; the hidden points have no label, so nothing trained them to be doubtful);
+   points' (ROC AUC; a hidden point has no position: the head learns of it only from error_nll's censored
+   term, on the training persons' hidden points);
 3. end to end on the validation persons' photos (helen-68-train, fgnet-68, youtube-faces-68) through
    `kpjax predict`'s pipeline (fast detector, 3 passes, every detection kept: the score is measured, not
    used): Spearman per point, the face's expected NME (its quality score) against its actual NME, and how
@@ -149,13 +150,11 @@ def aflw_hidden_points(model, config, val) -> dict:
     """Expected errors of aflw-21's hidden points against its visible ones, on label-fitted crops."""
     aflw = val.subset(np.flatnonzero(val.sources == "aflw-21"))
     points, expected = predict_model(model, aflw.crop(config.margin).images, with_errors=True)
-    visible = ~np.isnan(aflw.keypoints).any(axis=-1)
-    mapped = visible.any(axis=0)  # the Kaggle points AFLW marks at all
-    hidden = ~visible & mapped[None, :]
+    visible, hidden = ~np.isnan(aflw.keypoints).any(axis=-1), aflw.hidden
     return {"faces": len(aflw), "hidden_points": int(hidden.sum()), "visible_points": int(visible.sum()),
-            "auc": roc_auc(expected[hidden], expected[visible & mapped[None, :]]),
+            "auc": roc_auc(expected[hidden], expected[visible]),
             "median_expected_px": {"hidden": float(np.median(expected[hidden])),
-                                   "visible": float(np.median(expected[visible & mapped[None, :]]))}}
+                                   "visible": float(np.median(expected[visible]))}}
 
 
 def plot(curves: dict[str, dict], path: Path) -> None:

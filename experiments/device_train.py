@@ -36,8 +36,9 @@ def load_dataset():
     images = np.empty((n, *meta["shape"][1:]), np.uint8)
     for i in range(n):
         images[i, ..., 0] = cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
+    hidden = meta["hidden"][:n] if "hidden" in meta.files else None  # packed before hidden points were kept
     return Dataset(images, meta["keypoints"][:n], LAYOUTS[str(meta["layout"])], meta["groups"][:n],
-                   meta["sources"][:n])
+                   meta["sources"][:n], hidden)
 
 
 def pack(quality: int = 85) -> None:
@@ -51,7 +52,7 @@ def pack(quality: int = 85) -> None:
     (PACKED / "images.bin").write_bytes(b"".join(blobs))
     np.savez_compressed(PACKED / "meta.npz", offsets=np.cumsum([0] + [len(b) for b in blobs]),
                         keypoints=dataset.keypoints, layout=dataset.layout.name, groups=dataset.groups,
-                        sources=dataset.sources, shape=np.array(dataset.images.shape))
+                        sources=dataset.sources, hidden=dataset.hidden, shape=np.array(dataset.images.shape))
     print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
 
 

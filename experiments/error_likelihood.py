@@ -2,11 +2,14 @@
 model's frozen features, and scored on its validation faces beside the head that trained with the model.
 
     python experiments/error_likelihood.py --model runs/photo_wide [--epochs 6] [--jitter 1 2 3]
+        [--hidden [--save runs/photo_wide-hidden]]
 
 The head learns from the keypoints' stop-gradient residuals either way (kpjax/train_step.error_nll is the
 Laplace one kpjax trains with); fitting it afterwards on the finished model isolates the likelihood from
 the moving target a joint run gives it. ``--jitter 2`` also fits a Laplace head on crops jittered twice as far
-as the keypoints were trained on, so that it meets misplaced crops. Scored as experiments/confidence.py scores
+as the keypoints were trained on, so that it meets misplaced crops. ``--hidden`` refits the head trained with
+the model on the points aflw-21's annotators saw hidden as well (a model trained before ``Dataset.hidden``
+existed never met them), and ``--save`` keeps that model as a run to ship. Scored as experiments/confidence.py scores
 (its functions): on the validation persons' crops jittered as in training and misplaced by twice that,
 Spearman between expected and actual error per keypoint (median) and pooled, the ratio of the mean actual to
 the mean expected error (1 is calibrated) and the failures the face's score flags at 10 % false alarms; end
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,16 +42,21 @@ from confidence import (aflw_hidden_points, crop_errors, end_to_end, flagging, r
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import make_augmentation  # noqa: E402
-from kpjax.checkpoint import load_model  # noqa: E402
+from kpjax.checkpoint import RunCheckpoints, load_model  # noqa: E402
+from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.models import create_model, to_input  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
-from kpjax.train_step import error_nll, take_batch  # noqa: E402
+from kpjax.train_step import error_nll, init_state, make_optimizer, take_batch  # noqa: E402
 
 HEAD = nnx.All(nnx.Param, nnx.PathContains("error_head"))
+HIDDEN_FIT = "trained with the model, refitted with the hidden points (laplace)"
 
 
-def gaussian_nll(log_error, predictions, targets, mask, size):
-    """The isotropic Gaussian whose mean distance is ``exp(log_error)``: std = mean / sqrt(pi / 2)."""
+def gaussian_nll(log_error, predictions, targets, mask, size, hidden=None):
+    """The isotropic Gaussian whose mean distance is ``exp(log_error)``: std = mean / sqrt(pi / 2); visible
+    points only."""
+    if hidden is not None:
+        raise ValueError("the Gaussian likelihood has no term for hidden points")
     residual = jax.lax.stop_gradient(predictions - targets) * (size / 2)
     present = mask[:, 0::2] & mask[:, 1::2]
     log_std = log_error - 0.5 * jnp.log(jnp.pi / 2)
@@ -57,15 +67,18 @@ def gaussian_nll(log_error, predictions, targets, mask, size):
 LIKELIHOODS = {"laplace": error_nll, "gaussian": gaussian_nll}
 
 
-def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 1.0, seed: int = 0):
-    """``model`` with a fresh error head fitted to its frozen keypoints under ``likelihood``, on crops jittered by
-    ``jitter`` times the recipe's rotation, zoom and shift: a head that has met misplaced crops may know them."""
+def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 1.0, seed: int = 0,
+             hidden: bool = False, warm: bool = False, learning_rate: float = 1e-3):
+    """``model`` with its error head fitted to its frozen keypoints under ``likelihood``, on crops jittered by
+    ``jitter`` times the recipe's rotation, zoom and shift: a head that has met misplaced crops may know them.
+    ``hidden`` adds the points the annotators saw hidden (Laplace only: ``error_nll``'s censored term);
+    ``warm`` starts from the head trained with the model, not a fresh one."""
     fresh = create_model(config.model, num_outputs=2 * train_set.layout.num_keypoints, size=config.size,
                          channels=train_set.channels, seed=seed + 1, error_head=True)
-    graphdef, _, rest = nnx.split(model, HEAD, ...)
-    head = nnx.split(fresh, HEAD, ...)[1]
+    graphdef, trained, rest = nnx.split(model, HEAD, ...)
+    head = jax.tree.map(jnp.array, trained) if warm else nnx.split(fresh, HEAD, ...)[1]
     steps = len(train_set) // config.batch_size
-    tx = optax.adam(optax.cosine_decay_schedule(1e-3, epochs * steps))
+    tx = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * steps))
     opt_state = tx.init(head)
     augment = make_augmentation(dataclasses.replace(config, rotation=jitter * config.rotation,
                                                     scale=jitter * config.scale, shift=jitter * config.shift),
@@ -78,7 +91,7 @@ def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 
 
         def loss(head):
             points, log_error = nnx.merge(graphdef, head, rest)(to_input(batch["images"]), with_error=True)
-            return nll(log_error, points, batch["targets"], batch["mask"], config.size)
+            return nll(log_error, points, batch["targets"], batch["mask"], config.size, batch.get("hidden"))
 
         value, grads = jax.value_and_grad(loss)(head)
         updates, opt_state = tx.update(grads, opt_state, head)
@@ -86,6 +99,8 @@ def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 
 
     data = {"images": jnp.asarray(train_set.images), "targets": jnp.asarray(train_set.targets(config.margin)),
             "mask": jnp.asarray(train_set.mask)}
+    if hidden:
+        data["hidden"] = jnp.asarray(train_set.hidden)
     key = jax.random.key(seed)
     for epoch in range(epochs):
         order = jax.random.permutation(jax.random.fold_in(key, epoch), len(train_set))
@@ -96,6 +111,22 @@ def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 
             total += float(value)
         print(f"{likelihood} epoch {epoch + 1}/{epochs}: nll {total / steps:.3f}", flush=True)
     return nnx.merge(graphdef, head, rest)
+
+
+def save_run(model, source: Path, destination: Path, record: dict) -> None:
+    """``model`` as a run directory: ``source``'s files and its best checkpoint with ``model``'s parameters (the
+    optimizer state and progress stay the source's), plus ``refit.json`` saying how the head was refitted."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("checkpoints"))
+    config = TrainConfig.load(source)
+    graphdef, state = init_state(model, make_optimizer(config, steps_per_epoch=1))
+    restored, progress = RunCheckpoints(source).restore(state)
+    [step] = [int(p.name) for p in (source / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    checkpoints = RunCheckpoints(destination)
+    checkpoints.save("best", step, {**restored, "params": state["params"]}, progress)
+    checkpoints.close()
+    (destination / "refit.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def scores(model, config, val, data_root: Path) -> dict:
@@ -119,6 +150,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--jitter", type=float, nargs="+", default=[1.0],
                         help="fit the Laplace head on crops jittered this many times the recipe's jitter")
+    parser.add_argument("--hidden", action="store_true",
+                        help="also refit the trained head with the hidden points (train_step.error_nll's censored "
+                             "term), from where it is, at a learning rate of 3e-4 (a fresh head's: 1e-3)")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="with --hidden: write the model with that head as this run directory")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.set_defaults(synthetic=0)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
@@ -135,6 +171,13 @@ def main() -> None:
         label = f"fitted afterwards ({likelihood}" + (f", {jitter:g}x jitter)" if jitter != 1.0 else ")")
         result[label] = scores(fit_head(model, config, train_set, likelihood, args.epochs, jitter), config, val,
                                args.data_root)
+    if args.hidden:
+        refit = fit_head(model, config, train_set, "laplace", args.epochs, hidden=True, warm=True,
+                         learning_rate=3e-4)
+        result[HIDDEN_FIT] = scores(refit, config, val, args.data_root)
+        if args.save:
+            save_run(refit, args.model, args.save, {"command": result["command"], "head": HIDDEN_FIT,
+                                                    "epochs": args.epochs, "scores": result[HIDDEN_FIT]})
     for label, r in result.items():
         if label == "command":
             continue

@@ -44,6 +44,11 @@ def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -
         "params": result["params"],
         "best_epoch": result["best_epoch"],
     }
+    refit = run_dir / "refit.json"
+    if refit.exists():  # a head refitted after training (experiments/error_likelihood.py --save)
+        record = json.loads(refit.read_text())
+        provenance["error_head_refit"] = {"command": record["command"], "head": record["head"],
+                                          "epochs": record["epochs"]}
     photos = ROOT / "experiments" / "results" / "analysis" / "photos-end-to-end.json"
     if photos.exists():  # the headline: end to end on photos, per pipeline this model ran in
         record = json.loads(photos.read_text())

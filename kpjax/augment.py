@@ -19,17 +19,20 @@ def flip_targets(targets: jax.Array, mask: jax.Array, flip_permutation: tuple[in
 
 
 def random_flip(batch: dict, key: jax.Array, flip_permutation: tuple[int, ...]) -> dict:
-    """Flip half the faces of a batch (images NHWC, targets, mask), chosen per sample."""
+    """Flip half the faces of a batch (images NHWC, targets, mask and, if present, hidden), chosen per sample."""
     images, targets, mask = batch["images"], batch["targets"], batch["mask"]
     size = images.shape[2]
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
     flipped_targets, flipped_mask = flip_targets(targets, mask, flip_permutation, size)
-    return {
+    flipped = {
         **batch,
         "images": jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images),
         "targets": jnp.where(flip[:, None], flipped_targets, targets),
         "mask": jnp.where(flip[:, None], flipped_mask, mask),
     }
+    if "hidden" in batch:
+        flipped["hidden"] = jnp.where(flip[:, None], batch["hidden"][:, jnp.asarray(flip_permutation)], batch["hidden"])
+    return flipped
 
 
 def _warp_one(image: jax.Array, inverse: jax.Array, size: int) -> jax.Array:

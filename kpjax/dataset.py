@@ -19,7 +19,10 @@ class Dataset:
 
     ``groups`` names the person (or video) a face belongs to, so that a split
     never puts near-identical faces on both sides; ``sources`` names where each
-    face came from, for per-source reports.
+    face came from, for per-source reports. ``hidden`` marks the missing points
+    that the source's markup places but its annotator saw hidden (AFLW leaves a
+    point turned away from the camera empty): unlike a point a source never
+    marks, the error head learns that such a point cannot be found precisely.
     """
 
     images: np.ndarray  # (N, H, W, C) uint8
@@ -27,15 +30,20 @@ class Dataset:
     layout: Layout
     groups: np.ndarray  # (N,) str
     sources: np.ndarray  # (N,) str
+    hidden: np.ndarray | None = None  # (N, K) bool; None: no point hidden
 
     def __post_init__(self):
         n = len(self.images)
+        if self.hidden is None:
+            self.hidden = np.zeros((n, self.layout.num_keypoints), bool)
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
             raise ValueError(f"images must be (N, H, W, C) uint8, got {self.images.shape} {self.images.dtype}")
         if self.keypoints.shape != (n, self.layout.num_keypoints, 2):
             raise ValueError(f"keypoints must be {(n, self.layout.num_keypoints, 2)}, got {self.keypoints.shape}")
         if len(self.groups) != n or len(self.sources) != n:
             raise ValueError("groups and sources need one entry per face")
+        if self.hidden.shape != (n, self.layout.num_keypoints):
+            raise ValueError(f"hidden must be {(n, self.layout.num_keypoints)}, got {self.hidden.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -61,9 +69,8 @@ class Dataset:
         return np.nan_to_num(flat, nan=0.0).astype(np.float32)
 
     def subset(self, index: np.ndarray) -> Dataset:
-        return Dataset(
-            self.images[index], self.keypoints[index], self.layout, self.groups[index], self.sources[index]
-        )
+        return Dataset(self.images[index], self.keypoints[index], self.layout, self.groups[index],
+                       self.sources[index], self.hidden[index])
 
     def pad(self, margin: int) -> Dataset:
         """Context for crop jitter where a source has none past its crops: ``margin`` edge pixels a side."""
@@ -94,6 +101,7 @@ class Dataset:
             first.layout,
             np.concatenate([p.groups for p in parts]),
             np.concatenate([p.sources for p in parts]),
+            np.concatenate([p.hidden for p in parts]),
         )
 
 

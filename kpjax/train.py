@@ -166,6 +166,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         train_step = make_train_step(tx, make_augmentation(config, layout))
         device_data = parallel.put_data({  # images keep their context; targets are in the model's frame
             "images": train_share.images, "targets": train_share.targets(config.margin), "mask": train_share.mask,
+            "hidden": train_share.hidden,
         })
         root_key = jax.random.key(config.seed)
 

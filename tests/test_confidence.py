@@ -10,7 +10,7 @@ import pytest
 from kpjax.config import TrainConfig
 from kpjax.models import LAPLACE_MEAN_DISTANCE, create_model, estimates_error
 from kpjax.train import train
-from kpjax.train_step import error_nll
+from kpjax.train_step import HIDDEN_MIN_ERROR_PX, HIDDEN_WEIGHT, error_nll
 
 
 def test_error_head_leaves_the_keypoints_as_they_were(tmp_path):
@@ -45,6 +45,26 @@ def test_error_nll_trains_only_the_error_estimate():
     predictions = jnp.array([[0.1, -0.2, 0.3, 0.0]])
     grads = jax.grad(lambda p: error_nll(jnp.zeros((1, 2)), p, jnp.zeros((1, 4)), jnp.ones((1, 4), bool), 96))(predictions)
     assert not np.asarray(grads).any()
+
+
+def test_hidden_points_teach_the_head_to_expect_a_large_error():
+    """A hidden point has no residual, only a censored one: its loss falls as its expected error grows past
+    HIDDEN_MIN_ERROR_PX, and it leaves the visible points' likelihood as it was."""
+    predictions, targets = jnp.array([[0.02, 0.0, 0.0, 0.0]]), jnp.zeros((1, 4))
+    mask = jnp.array([[True, True, False, False]])  # point 0 visible, point 1 missing
+    hidden = jnp.array([[False, True]])  # ... because the annotator saw it hidden
+    visible_only = error_nll(jnp.zeros((1, 2)), predictions, targets, mask, 96)
+    assert error_nll(jnp.zeros((1, 2)), predictions, targets, mask, 96, jnp.zeros((1, 2), bool)) == visible_only
+
+    def hidden_loss(log_error):
+        both = error_nll(jnp.array([[0.0, log_error]]), predictions, targets, mask, 96, hidden)
+        return float((both - visible_only) / HIDDEN_WEIGHT)
+
+    expected = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 32.0]) * HIDDEN_MIN_ERROR_PX
+    losses = [hidden_loss(np.log(e)) for e in expected]
+    assert all(a > b for a, b in zip(losses, losses[1:])) and losses[-1] < 0.01
+    ratio = HIDDEN_MIN_ERROR_PX * LAPLACE_MEAN_DISTANCE / expected[1]  # threshold over the Laplace scale
+    assert losses[1] == pytest.approx(ratio - np.log1p(ratio), rel=1e-5)  # -log P(|x| + |y| > threshold)
 
 
 def test_only_heatmap_models_grow_an_error_head_and_old_runs_load_without_one():

@@ -495,8 +495,15 @@ def test_aflw_labels_map_to_kaggle_keypoints_with_hidden_points_masked(tmp_path,
     np.testing.assert_allclose(np.delete(dataset.keypoints[0], absent, axis=0),
                                np.delete(KAGGLE_MEAN_FACE, absent, axis=0), atol=0.05)  # the subject's left eye on
     assert np.isnan(dataset.keypoints[0, absent]).all()                               # the image's right, as Kaggle
-    hidden = [KAGGLE_NAMES.index(AFLW_FROM_KAGGLE[n]) for n in (7, 18)] + absent
-    assert np.isnan(dataset.keypoints[1, hidden]).all() and dataset.mask[1].sum() == 2 * (15 - len(hidden))
+    turned_away = [KAGGLE_NAMES.index(AFLW_FROM_KAGGLE[n]) for n in (7, 18)]
+    missing = turned_away + absent
+    assert np.isnan(dataset.keypoints[1, missing]).all() and dataset.mask[1].sum() == 2 * (15 - len(missing))
+    # Hidden: the points the markup places that the annotator left out, not the ones it never marks.
+    expected_hidden = np.zeros((2, 15), bool)
+    expected_hidden[1, turned_away] = True
+    np.testing.assert_array_equal(dataset.hidden, expected_hidden)
+    np.testing.assert_array_equal(load_one(str(folder), LoadOptions()).hidden, expected_hidden)  # from the cache
+    np.testing.assert_array_equal(dataset.subset(np.array([1])).hidden, expected_hidden[1:])
 
 
 def test_margin_adds_context_around_the_same_frame(tmp_path):

@@ -72,6 +72,18 @@ def test_random_flip_moves_image_and_keypoint_together():
         np.testing.assert_allclose(dot_px, (col, row), atol=1e-4)
 
 
+def test_random_flip_swaps_hidden_points_with_their_keypoints():
+    hidden = np.zeros((64, 15), bool)
+    hidden[:, 0] = True  # the subject's left eye centre, hidden
+    targets, mask = _targets(np.full((15, 2), 48.0, np.float32))
+    batch = {"images": jnp.zeros((64, 96, 96, 1), jnp.uint8), "targets": jnp.tile(targets, (64, 1)),
+             "mask": jnp.tile(mask, (64, 1)), "hidden": jnp.asarray(hidden)}
+    out = random_flip(batch, jax.random.key(3), KAGGLE.flip_permutation)
+    flipped = np.asarray(out["hidden"][:, 1])  # now the subject's right eye centre
+    assert 10 < flipped.sum() < 54 and (np.asarray(out["hidden"]).sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(np.asarray(out["hidden"][:, 0]), ~flipped)
+
+
 def test_masked_mse_ignores_missing_values_and_their_gradient():
     predictions = jnp.array([[0.5, 0.1, 9.0, -3.0]])
     targets = jnp.array([[0.0, 0.1, 0.0, 0.0]])

@@ -21,7 +21,7 @@ from kpjax.dataset import Dataset
 from kpjax.keypoints import LAYOUTS
 from kpjax.sources.rows import Skip
 
-CONVERSION_VERSION = 3  # bump when a reader or the conversion changes its output
+CONVERSION_VERSION = 4  # bump when a reader or the conversion changes its output
 
 
 # What reading a damaged or foreign .npz raises.
@@ -55,7 +55,7 @@ def save_faces(file: Path, dataset: Dataset, skips: list[Skip], *, compress: boo
     partial = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
     (np.savez_compressed if compress else np.savez)(
         partial, images=dataset.images, keypoints=dataset.keypoints, layout=dataset.layout.name,
-        groups=dataset.groups, sources=dataset.sources,
+        groups=dataset.groups, sources=dataset.sources, hidden=dataset.hidden,
         skips=np.array([[s.where, s.reason, s.detail] for s in skips], dtype=str).reshape(-1, 3),
     )
     partial.replace(file)  # atomic: a concurrent reader never sees half a file
@@ -63,8 +63,10 @@ def save_faces(file: Path, dataset: Dataset, skips: list[Skip], *, compress: boo
 
 def load_faces(file: Path) -> tuple[Dataset, list[Skip]]:
     with np.load(file) as saved:
+        # Files written before hidden points were kept have none.
+        hidden = saved["hidden"] if "hidden" in saved.files else None
         dataset = Dataset(saved["images"], saved["keypoints"], LAYOUTS[str(saved["layout"])],
-                          saved["groups"], saved["sources"])
+                          saved["groups"], saved["sources"], hidden)
         return dataset, [Skip(*row) for row in saved["skips"].tolist()]
 
 

@@ -227,4 +227,12 @@ def convert_rows(rows: list[Row], source: str, markup: str | None, layout: Layou
     images = np.stack([results[i][0] for i in kept]).reshape(len(kept), side, side, channels)
     keypoints = np.stack([results[i][1] for i in kept])
     groups = np.array([f"{source}:{checked[i].group}" for i in kept])
-    return Dataset(images, keypoints, layout, groups, np.full(len(kept), source)), skips
+    hidden = np.isnan(keypoints).any(axis=-1) & placeable(markup, layout)
+    return Dataset(images, keypoints, layout, groups, np.full(len(kept), source), hidden), skips
+
+
+def placeable(markup: str, layout: Layout) -> np.ndarray:
+    """(K,) bool: the layout's keypoints that a face fully annotated in ``markup`` has."""
+    if layout == KAGGLE:
+        return np.array([name in _KAGGLE_FROM[markup] for name in KAGGLE_NAMES])
+    return np.ones(layout.num_keypoints, bool)
