@@ -41,7 +41,8 @@ from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import random_affine  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
-from kpjax.inference import Predictor, predict_model  # noqa: E402
+from kpjax.forward import xla_forward  # noqa: E402
+from kpjax.inference import Predictor, predict_with_errors  # noqa: E402
 from kpjax.models import LAPLACE_MEAN_DISTANCE  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
 
@@ -59,7 +60,7 @@ def crop_errors(model, config, faces, jitter: float, seed: int = 0) -> tuple[np.
     else:
         batch = {"images": faces.crop(config.margin).images, "targets": batch["targets"]}
     images = np.asarray(batch["images"]).round().clip(0, 255).astype(np.uint8)
-    points, expected = predict_model(model, images, with_errors=True)
+    points, expected = predict_with_errors(xla_forward(model), images)
     truth = np.where(faces.mask, np.asarray(batch["targets"]), np.nan)
     actual = np.linalg.norm(((points - truth) * config.size / 2).reshape(len(images), -1, 2), axis=-1)
     return expected, actual
@@ -149,7 +150,7 @@ def end_to_end(model, config, data_root: Path) -> dict:
 def aflw_hidden_points(model, config, val) -> dict:
     """Expected errors of aflw-21's hidden points against its visible ones, on label-fitted crops."""
     aflw = val.subset(np.flatnonzero(val.sources == "aflw-21"))
-    points, expected = predict_model(model, aflw.crop(config.margin).images, with_errors=True)
+    points, expected = predict_with_errors(xla_forward(model), aflw.crop(config.margin).images)
     visible, hidden = ~np.isnan(aflw.keypoints).any(axis=-1), aflw.hidden
     return {"faces": len(aflw), "hidden_points": int(hidden.sum()), "visible_points": int(visible.sum()),
             "auc": roc_auc(expected[hidden], expected[visible]),

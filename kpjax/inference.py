@@ -1,6 +1,6 @@
 """The network at inference, for every caller: evaluate, predict, video, submit and serve.
 
-``predict_normalised`` runs a forward pass (``kpjax.forward``: XLA's jitted
+``predict_with_errors`` runs a forward pass (``kpjax.forward``: XLA's jitted
 step, or onnxruntime on the exported graph) over any number of face crops in
 fixed-size batches, with optional flip test-time augmentation.
 
@@ -44,10 +44,10 @@ DEFAULT_PASSES = 3
 NOT_A_FACE_NME = 0.08
 
 
-def predict_normalised(forward: Forward, images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                       flip_permutation: tuple[int, ...] | None = None, with_errors: bool = False):
-    """(N, 2K) predictions in the seed's units, in fixed-size batches so one compilation serves all; with
-    ``with_errors``, also each keypoint's expected error (N, K, frame pixels; None without an error head).
+def predict_with_errors(forward: Forward, images: np.ndarray, batch_size: int = PREDICT_BATCH,
+                        flip_permutation: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 2K) predictions in the seed's units and each keypoint's expected error (N, K, frame pixels; None
+    without an error head), in fixed-size batches so one compilation serves all.
 
     With ``flip_permutation``, each is averaged with the mirrored face's prediction mapped back (flip
     test-time augmentation).
@@ -63,20 +63,25 @@ def predict_normalised(forward: Forward, images: np.ndarray, batch_size: int = P
     predictions = np.concatenate(points) if points else np.zeros((0, 0), np.float32)
     expected = None if not errors or errors[0] is None else np.concatenate(errors)
     if flip_permutation is not None and len(images):
-        mirrored, mirrored_errors = predict_normalised(forward, np.ascontiguousarray(images[:, :, ::-1]), batch_size,
-                                                       with_errors=True)
+        mirrored, mirrored_errors = predict_with_errors(forward, np.ascontiguousarray(images[:, :, ::-1]), batch_size)
         unflipped, _ = flip_targets(jnp.asarray(mirrored), jnp.ones(mirrored.shape, bool), flip_permutation,
                                     images.shape[2])
         predictions = (predictions + np.asarray(unflipped)) / 2
         if expected is not None:
             expected = (expected + mirrored_errors[:, list(flip_permutation)]) / 2
-    return (predictions, expected) if with_errors else predictions
+    return predictions, expected
+
+
+def predict_normalised(forward: Forward, images: np.ndarray, batch_size: int = PREDICT_BATCH,
+                       flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
+    """``predict_with_errors``'s predictions alone."""
+    return predict_with_errors(forward, images, batch_size, flip_permutation)[0]
 
 
 def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
-                  flip_permutation: tuple[int, ...] | None = None, with_errors: bool = False):
+                  flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
     """Predictions in the seed's units (see ``predict_normalised``), by XLA, as training and evaluation make them."""
-    return predict_normalised(xla_forward(model), images, batch_size, flip_permutation, with_errors)
+    return predict_normalised(xla_forward(model), images, batch_size, flip_permutation)
 
 
 def expected_nme(points: np.ndarray, errors: np.ndarray, layout_name: str) -> float:
@@ -146,7 +151,7 @@ class Predictor:
         batch = min(self.batch_size, 1 << (n - 1).bit_length())
         if n < batch:
             frames = np.concatenate([frames, np.zeros((batch - n, *frames.shape[1:]), frames.dtype)])
-        normalised, errors = predict_normalised(self.forward, frames, batch, self.flip_permutation, with_errors=True)
+        normalised, errors = predict_with_errors(self.forward, frames, batch, self.flip_permutation)
         points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
         return points, None if errors is None else errors[:n]
 
