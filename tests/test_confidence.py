@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from kpjax.config import TrainConfig
+from kpjax.keypoints import KAGGLE
 from kpjax.models import LAPLACE_MEAN_DISTANCE, create_model, estimates_error
 from kpjax.train import train
 from kpjax.train_step import HIDDEN_MIN_ERROR_PX, HIDDEN_WEIGHT, error_nll
@@ -45,6 +48,24 @@ def test_error_nll_trains_only_the_error_estimate():
     predictions = jnp.array([[0.1, -0.2, 0.3, 0.0]])
     grads = jax.grad(lambda p: error_nll(jnp.zeros((1, 2)), p, jnp.zeros((1, 4)), jnp.ones((1, 4), bool), 96))(predictions)
     assert not np.asarray(grads).any()
+
+
+def test_training_learns_from_hidden_points_without_moving_the_keypoints(tmp_path):
+    """A dataset's hidden points reach the train step's error likelihood (its value changes) and nothing else."""
+    from kpjax.sources import LoadOptions, load_one
+
+    faces = load_one("synthetic:256", LoadOptions(margin=4))
+    nose = KAGGLE.names.index("nose_tip")
+    turned = np.arange(len(faces)) % 2 == 0
+    faces.keypoints[turned, nose] = np.nan
+    with_hidden = dataclasses.replace(faces, hidden=np.zeros_like(faces.hidden))
+    with_hidden.hidden[turned, nose] = True
+    config = TrainConfig(data=["synthetic:256"], model="heatmap", epochs=1, batch_size=32, shift=3.0, margin=4,
+                         error_head=True)
+    plain = train(config, tmp_path / "plain", dataset=faces, log=lambda _: None).history[0]
+    hidden = train(config, tmp_path / "hidden", dataset=with_hidden, log=lambda _: None).history[0]
+    assert hidden["train_mse"] == plain["train_mse"]
+    assert hidden["train_error_nll"] != plain["train_error_nll"]
 
 
 def test_hidden_points_teach_the_head_to_expect_a_large_error():
