@@ -199,3 +199,23 @@ def test_draw_worst_writes_the_worst_found_faces_first(tmp_path):
     assert [p.name.split("_")[0] for p in written] == ["00", "01"]
     assert "photo1" in written[0].name and "photo2" in written[1].name  # 6 px off, then 3 px
     assert np.asarray(Image.open(written[0])).shape[2] == 3
+
+
+def test_conventions_measure_offsets_in_the_face_frame_over_the_eye_distance(tmp_path, monkeypatch):
+    """A prediction 2 % of the outer-eye distance towards the subject's left eye and 1 % down, on faces of two
+    sizes: the same offset in the face's own units, whatever the face's size (experiments/conventions.py)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    from conventions import face_frame_residuals, nme
+
+    truths = write_photo_set(tmp_path / "set", [(160, 120, 1.0), (150, 110, 1.6)])
+    photos = photo_eval.read_annotated_photos(str(tmp_path / "set"))
+    records = []
+    for photo, truth in zip(photos, truths):
+        eye_line = truth[K["left_eye_outer_corner"]] - truth[K["right_eye_outer_corner"]]  # not quite level
+        across = np.array([-eye_line[1], eye_line[0]])
+        box = photo_eval.face_square(truth)
+        records.append(record(photo.image, [(box, truth + 0.02 * eye_line + 0.01 * across)]))
+    residuals = face_frame_residuals(photos, records)
+    assert residuals.shape == (2, 15, 2)
+    np.testing.assert_allclose(residuals, np.broadcast_to([0.02, 0.01], residuals.shape), atol=1e-5)
+    np.testing.assert_allclose(nme(residuals), np.hypot(0.02, 0.01), rtol=1e-3)

@@ -1,0 +1,97 @@
+"""Where the end-to-end error is systematic: each point's mean offset from each source's labels.
+
+    python experiments/conventions.py [--model RUN]
+
+The photos of helen-68-train and fgnet-68 go through `kpjax predict`'s pipeline (fast detector, 3 passes), as in
+experiments/photos_end_to_end.py, for the training persons and the validation persons apart. Each found face's
+residuals (predicted minus annotated) are turned into the face's own frame (x along the annotated outer-eye
+line, y across it) and divided by the outer-eye distance; per source and point, their mean is the offset the
+model keeps from that source's way of marking the point. An offset the model keeps on the persons it trained on
+as on the others is a convention it cannot follow (sources that mark a point differently pull it apart), not
+a face it has not seen. Last, each validation face is scored again with the training persons' offsets
+removed: the end-to-end NME a model that learnt each source's convention could reach. Writes
+results/analysis/conventions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from kpjax.runtime import ensure_hugepage_malloc
+
+ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
+
+import numpy as np  # noqa: E402
+
+from common import ROOT, write_analysis  # noqa: E402
+from photos_end_to_end import PHOTO_SOURCES  # noqa: E402
+
+from kpjax import photo_eval  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
+from kpjax.detect import make_detector  # noqa: E402
+from kpjax.inference import Predictor  # noqa: E402
+from kpjax.keypoints import IBUG68, KAGGLE, OUTER_CORNERS  # noqa: E402
+
+
+def face_frame_residuals(photos: list, records: list[dict]) -> np.ndarray:
+    """(faces, K, 2) residuals of the found faces, in the face's eye-line frame, over the outer-eye distance."""
+    residuals = []
+    for match in photo_eval.match_records(photos, records):
+        for _, _, predicted, truth, _ in match.found():
+            a, b = OUTER_CORNERS[KAGGLE.name if len(truth) == KAGGLE.num_keypoints else IBUG68.name]
+            eye_line = truth[a] - truth[b]
+            distance = np.linalg.norm(eye_line)
+            if not distance > 0:
+                continue
+            along = eye_line / distance
+            across = np.array([-along[1], along[0]])
+            residuals.append((predicted - truth) @ np.stack([along, across], axis=1) / distance)
+    return np.array(residuals)
+
+
+def nme(residuals: np.ndarray) -> np.ndarray:
+    """Per face: RMSE of its points over the outer-eye distance (the residuals are already in those units)."""
+    return np.sqrt(np.nanmean((residuals**2).sum(axis=-1), axis=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args()
+    model, config = load_model(args.model)
+    predictor = Predictor(model, config, make_detector("fast"))
+    names = predictor.layout.names
+    sources, before, after = {}, [], []
+    for source in PHOTO_SOURCES.values():
+        photos = photo_eval.read_annotated_photos(str(args.data_root / source))
+        train, val = (face_frame_residuals(chosen, photo_eval.run_pipeline(predictor, chosen))
+                      for chosen in (photo_eval.select_persons(photos, side) for side in ("train", "val")))
+        offsets = np.nanmean(train, axis=0)
+        sources[source] = {
+            "faces": {"train": len(train), "val": len(val)},
+            "offsets_percent": {side: {name: [round(float(v), 2) for v in 100 * np.nanmean(r[:, k], axis=0)]
+                                       for k, name in enumerate(names)}
+                                for side, r in (("train", train), ("val", val))},
+            "val_nme": float(nme(val).mean()),
+            "val_nme_without_train_offsets": float(nme(val - offsets).mean()),
+        }
+        before += list(nme(val))
+        after += list(nme(val - offsets))
+        print(f"{source}: validation NME {sources[source]['val_nme']:.2%}, without the training persons' offsets "
+              f"{sources[source]['val_nme_without_train_offsets']:.2%}", flush=True)
+    print(f"both: {np.mean(before):.2%} -> {np.mean(after):.2%}")
+    write_analysis("conventions", {
+        "command": "python " + shlex.join(["experiments/conventions.py", *sys.argv[1:]]),
+        "frame": "x along the annotated outer-eye line (towards the subject's left eye), y across it (down); "
+                 "percent of the outer-eye distance",
+        "sources": sources, "val_nme": float(np.mean(before)), "val_nme_without_train_offsets": float(np.mean(after)),
+    }, args.results)
+
+
+if __name__ == "__main__":
+    main()
