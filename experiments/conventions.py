@@ -9,13 +9,15 @@ line, y across it) and divided by the outer-eye distance; per source and point, 
 model keeps from that source's way of marking the point. An offset the model keeps on the persons it trained on
 as on the others is a convention it cannot follow (sources that mark a point differently pull it apart), not
 a face it has not seen. Last, each validation face is scored again with the training persons' offsets
-removed: the end-to-end NME a model that learnt each source's convention could reach. Writes
-results/analysis/conventions.json.
+removed: the end-to-end NME a model that learnt each source's convention could reach. And from the labels
+alone: where each source the model trained on puts the nose tip and the mouth corners, relative to the eyes.
+Writes results/analysis/conventions.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, write_analysis  # noqa: E402
+from common import ROOT, data_specs, write_analysis  # noqa: E402
 from photos_end_to_end import PHOTO_SOURCES  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
@@ -34,6 +36,9 @@ from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.inference import Predictor  # noqa: E402
 from kpjax.keypoints import IBUG68, KAGGLE, OUTER_CORNERS  # noqa: E402
+from kpjax.train import load_training_data  # noqa: E402
+
+LABEL_POINTS = ("nose_tip", "mouth_left_corner", "mouth_right_corner")
 
 
 def face_frame_residuals(photos: list, records: list[dict]) -> np.ndarray:
@@ -52,6 +57,27 @@ def face_frame_residuals(photos: list, records: list[dict]) -> np.ndarray:
     return np.array(residuals)
 
 
+def label_geometry(dataset, names: tuple[str, ...] = LABEL_POINTS) -> dict[str, dict[str, list[float]]]:
+    """Per source, the median position of ``names`` in its labels, relative to the eye centres' midpoint in the
+    frame of the line through them, in % of their distance: how each source marks these points (poses and
+    expressions differ between sources too, so this shows conventions only where they are large)."""
+    index = {name: k for k, name in enumerate(dataset.layout.names)}
+    result = {}
+    for source in np.unique(dataset.sources):
+        points = dataset.keypoints[dataset.sources == source]
+        left, right = points[:, index["left_eye_center"]], points[:, index["right_eye_center"]]
+        distance = np.linalg.norm(left - right, axis=1)
+        along = (left - right) / distance[:, None]
+        across = np.stack([-along[:, 1], along[:, 0]], axis=1)
+        result[str(source)] = {}
+        for name in names:
+            offset = points[:, index[name]] - (left + right) / 2
+            x, y = ((offset * axis).sum(axis=1) / distance for axis in (along, across))
+            if np.isfinite(x).any():
+                result[str(source)][name] = [round(float(100 * np.nanmedian(v)), 1) for v in (x, y)]
+    return result
+
+
 def nme(residuals: np.ndarray) -> np.ndarray:
     """Per face: RMSE of its points over the outer-eye distance (the residuals are already in those units)."""
     return np.sqrt(np.nanmean((residuals**2).sum(axis=-1), axis=1))
@@ -62,6 +88,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.set_defaults(synthetic=0)
     args = parser.parse_args()
     model, config = load_model(args.model)
     predictor = Predictor(model, config, make_detector("fast"))
@@ -85,11 +112,14 @@ def main() -> None:
         print(f"{source}: validation NME {sources[source]['val_nme']:.2%}, without the training persons' offsets "
               f"{sources[source]['val_nme_without_train_offsets']:.2%}", flush=True)
     print(f"both: {np.mean(before):.2%} -> {np.mean(after):.2%}")
+    trained_on = dataclasses.replace(config, data=data_specs(args, [Path(spec).name for spec in config.data]))
+    labels = label_geometry(load_training_data(trained_on))
     write_analysis("conventions", {
         "command": "python " + shlex.join(["experiments/conventions.py", *sys.argv[1:]]),
         "frame": "x along the annotated outer-eye line (towards the subject's left eye), y across it (down); "
                  "percent of the outer-eye distance",
         "sources": sources, "val_nme": float(np.mean(before)), "val_nme_without_train_offsets": float(np.mean(after)),
+        "label_geometry": labels,
     }, args.results)
 
 

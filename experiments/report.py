@@ -189,8 +189,18 @@ def _conventions_section(record: dict) -> list[str]:
               f"faces, the end-to-end NME would go from {record['val_nme']:.2%} to "
               f"{record['val_nme_without_train_offsets']:.2%} ({per_source}): what per-source conventions in training "
               "(an offset per source and point on the targets, or a source's deviant points left out, as AFLW's "
-              "eyebrow ends already are) could gain, and not enough alone for #12's 3.0 %.", ""]
-    return lines
+              "eyebrow ends already are) could gain, and not enough alone for #12's 3.0 %."]
+    labels = record.get("label_geometry")
+    if labels:
+        points = list(next(iter(labels.values())))
+        lines += ["", "The labels alone, every face the model trained or validated on: each point's median position "
+                  "relative to the eye centres' midpoint, along and across the line through them, in % of their "
+                  "distance (the sources' poses and expressions differ too):", "",
+                  "| source | " + " | ".join(points) + " |", "|---|" + "---|" * len(points),
+                  *[f"| {source} | " + " | ".join(f"({x:+.1f}, {y:+.1f})" if (x, y) else "–"
+                                                  for x, y in (found.get(p, (None, None)) for p in points)) + " |"
+                    for source, found in labels.items()]]
+    return lines + [""]
 
 
 def _ensemble_section(ensembles: list[dict], results: list[dict]) -> list[str]:
