@@ -9,7 +9,8 @@ line, y across it) and divided by the outer-eye distance; per source and point, 
 model keeps from that source's way of marking the point. An offset the model keeps on the persons it trained on
 as on the others is a convention it cannot follow (sources that mark a point differently pull it apart), not
 a face it has not seen. Last, each validation face is scored again with the training persons' offsets
-removed: the end-to-end NME a model that learnt each source's convention could reach. And from the labels
+removed: the end-to-end NME if each photo's source, and so its convention, were known (no model of the
+photo knows it: this bounds what conventions cost, it is not a reachable figure). And from the labels
 alone: where each source the model trained on puts the nose tip and the mouth corners, relative to the eyes.
 Writes results/analysis/conventions.json.
 """

@@ -183,13 +183,15 @@ def _conventions_section(record: dict) -> list[str]:
     per_source = ", ".join(f"{source} {r['val_nme']:.2%} → {r['val_nme_without_train_offsets']:.2%}"
                            for source, r in sources.items())
     lines += ["", "The offsets on Helen's training persons are those on its validation persons, so they do not come "
-              "from faces the model has not seen: trained on five sources whose markups (iBUG's for Helen and YouTube Faces, "
-              "FG-NET's own, AFLW's, MTFL's) need not place a nose tip or a mouth corner alike, it most likely "
-              "settles between them and so misses Helen's. With each source's offsets measured on the training persons taken off the validation "
-              f"faces, the end-to-end NME would go from {record['val_nme']:.2%} to "
-              f"{record['val_nme_without_train_offsets']:.2%} ({per_source}): what per-source conventions in training "
-              "(an offset per source and point on the targets, or a source's deviant points left out, as AFLW's "
-              "eyebrow ends already are) could gain, and not enough alone for #12's 3.0 %."]
+              "from faces the model has not seen: the sources mark these points differently (the labels alone, "
+              "below), and the model, trained on five of them, settles between their conventions. Taking each "
+              "source's offsets, measured on its training persons, off its validation faces would give an "
+              f"end-to-end NME of {record['val_nme_without_train_offsets']:.2%} instead of {record['val_nme']:.2%} "
+              f"({per_source}); but that needs to know by which source's convention a photo is scored, which no "
+              "model of the photo can. One model gives one convention: moving it to the middle of the two scored "
+              "here (Helen's and FG-NET's) could win only part of that, and taking AFLW's nose and mouth corners "
+              "out of training, as its eyebrow ends are, would move it there only in part (YouTube Faces, iBUG's "
+              "markup too, puts the nose near where FG-NET does). Between datasets, 300-W's NME measures conventions too."]
     labels = record.get("label_geometry")
     if labels:
         points = list(next(iter(labels.values())))
