@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.config import TrainConfig, load_config  # noqa: E402
+from kpjax.errors import KpjaxError  # noqa: E402
 from kpjax.evaluate import evaluate_model  # noqa: E402
 from kpjax.run_writer import read_history  # noqa: E402
 from kpjax.train import TrainingInterrupted, TrainResult, load_training_data, split_dataset, train  # noqa: E402
@@ -63,6 +64,16 @@ def parse_args(description: str, variants: tuple[str, ...] = (), model_option: b
     parser.add_argument("--trained-on", default="another machine",
                         help="with --score-only: the device the run trained on, for the record")
     return parser.parse_args()
+
+
+def load_run(run_dir: Path | None):
+    """``load_model(run_dir)`` (None: the shipped model), or, for a run that is not there or will not load, the
+    one-line error and exit status 2 a script's user gets instead of a traceback."""
+    try:
+        return load_model(run_dir)
+    except KpjaxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def data_specs(args: argparse.Namespace, sources: tuple[str, ...]) -> list[str]:

@@ -35,11 +35,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from common import ROOT, data_specs, write_analysis  # noqa: E402
+from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import random_affine  # noqa: E402
-from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.forward import xla_forward  # noqa: E402
 from kpjax.inference import Predictor, predict_with_errors  # noqa: E402
@@ -185,7 +184,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "confidence_reliability.png")
     args = parser.parse_args()
-    model, config = load_model(args.model)
+    model, config = load_run(args.model)
     sources = [Path(spec).name for spec in config.data]
     config = dataclasses.replace(config, data=data_specs(args, sources))
     dataset = load_training_data(config)

@@ -29,11 +29,10 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, data_specs, write_analysis  # noqa: E402
+from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
 from photos_end_to_end import PHOTO_SOURCES  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
-from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.inference import Predictor  # noqa: E402
 from kpjax.keypoints import IBUG68, KAGGLE, OUTER_CORNERS  # noqa: E402
@@ -91,7 +90,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.set_defaults(synthetic=0)
     args = parser.parse_args()
-    model, config = load_model(args.model)
+    model, config = load_run(args.model)
     predictor = Predictor(model, config, make_detector("fast"))
     names = predictor.layout.names
     sources, before, after = {}, [], []

@@ -10,14 +10,11 @@ the training time of all its members.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, evaluation_sets, write_analysis
+from common import ROOT, evaluation_sets, load_run, write_analysis
 
-from kpjax.checkpoint import load_model
-from kpjax.errors import KpjaxError
 from kpjax.evaluate import keypoint_metrics
 from kpjax.inference import predict_model
 
@@ -35,11 +32,7 @@ def main() -> None:
                         help="score on N drawn faces instead of real data (a smoke test)")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    try:
-        loaded = [load_model(path) for path in args.models]
-    except KpjaxError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    loaded = [load_run(path) for path in args.models]
     models = [model for model, _ in loaded]
     sets = evaluation_sets(loaded[0][1], argparse.Namespace(data_root=args.data_root, synthetic=args.synthetic))
     members, mean = {str(path): {} for path in args.models}, {}

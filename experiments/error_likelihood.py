@@ -36,13 +36,13 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from common import ROOT, data_specs, write_analysis  # noqa: E402
+from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
 from confidence import (aflw_hidden_points, crop_errors, end_to_end, flagging, reliability,  # noqa: E402
                         spearman_per_keypoint)
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import make_augmentation  # noqa: E402
-from kpjax.checkpoint import RunCheckpoints, load_model  # noqa: E402
+from kpjax.checkpoint import RunCheckpoints  # noqa: E402
 from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.models import create_model, to_input  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
@@ -115,18 +115,20 @@ def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 
 
 def save_run(model, source: Path, destination: Path, record: dict) -> None:
     """``model`` as a run directory: ``source``'s files and its best checkpoint with ``model``'s parameters (the
-    optimizer state and progress stay the source's), plus ``refit.json`` saying how the head was refitted."""
-    if destination.exists():
-        shutil.rmtree(destination)
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("checkpoints"))
-    config = TrainConfig.load(source)
-    graphdef, state = init_state(model, make_optimizer(config, steps_per_epoch=1))
+    optimizer state and progress stay the source's), plus ``refit.json`` saying how the head was refitted.
+    Written beside ``destination`` and renamed into place whole, so a kill leaves no half run."""
+    partial = destination.with_name(f"{destination.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # what an earlier, killed --save left
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns("checkpoints"))
+    _, state = init_state(model, make_optimizer(TrainConfig.load(source), steps_per_epoch=1))
     restored, progress = RunCheckpoints(source).restore(state)
     [step] = [int(p.name) for p in (source / "checkpoints" / "best").iterdir() if p.name.isdigit()]
-    checkpoints = RunCheckpoints(destination)
+    checkpoints = RunCheckpoints(partial)
     checkpoints.save("best", step, {**restored, "params": state["params"]}, progress)
     checkpoints.close()
-    (destination / "refit.json").write_text(json.dumps(record, indent=2) + "\n")
+    (partial / "refit.json").write_text(json.dumps(record, indent=2) + "\n")
+    partial.rename(destination)
 
 
 def scores(model, config, val, data_root: Path) -> dict:
@@ -159,7 +161,11 @@ def main() -> None:
     parser.set_defaults(synthetic=0)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    model, config = load_model(args.model)
+    if args.save and not args.hidden:
+        parser.error("--save keeps the head that --hidden refits: add --hidden")
+    if args.save and args.save.exists():
+        parser.error(f"--save {args.save}: already exists; name a new run directory")
+    model, config = load_run(args.model)
     config = dataclasses.replace(config, data=data_specs(args, [Path(s).name for s in config.data]))
     dataset = load_training_data(config)
     train_index, val_index = split_dataset(dataset, config)

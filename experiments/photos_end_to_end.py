@@ -25,10 +25,9 @@ from kpjax.runtime import ensure_hugepage_malloc
 
 ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
-from common import ROOT, write_analysis  # noqa: E402
+from common import ROOT, load_run, write_analysis  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
-from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import DETECTORS, make_detector  # noqa: E402
 from kpjax.inference import Predictor  # noqa: E402
 
@@ -55,16 +54,17 @@ def main() -> None:
     parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "photos-worst",
                         help="where the worst faces of each kpjax pipeline are drawn (real faces: not committed)")
     args = parser.parse_args()
+    runs = [(model, label) for model in args.compare for label in ("1 pass", "3 passes")]
+    runs += [(args.model, label) for label in args.pipelines]
+    loaded = {model_dir: load_run(model_dir) for model_dir, _ in runs}  # a missing run fails before any work
 
     photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)), "val")
               for short, name in PHOTO_SOURCES.items()}
     everything = [p for group in photos.values() for p in group]
-    runs = [(model, label) for model in args.compare for label in ("1 pass", "3 passes")]
-    runs += [(args.model, label) for label in args.pipelines]
     rows = []
     for model_dir, label in runs:
         passes, flip_tta = PIPELINES[label]
-        net, config = load_model(model_dir)
+        net, config = loaded[model_dir]
         predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes, flip_tta=flip_tta)
         records = photo_eval.run_pipeline(predictor, everything)
         metrics = photo_eval.score(everything, records)

@@ -199,8 +199,8 @@ def _conventions_section(record: dict) -> list[str]:
                   "relative to the eye centres' midpoint, along and across the line through them, in % of their "
                   "distance (the sources' poses and expressions differ too):", "",
                   "| source | " + " | ".join(points) + " |", "|---|" + "---|" * len(points),
-                  *[f"| {source} | " + " | ".join(f"({x:+.1f}, {y:+.1f})" if (x, y) else "–"
-                                                  for x, y in (found.get(p, (None, None)) for p in points)) + " |"
+                  *[f"| {source} | " + " | ".join(f"({found[p][0]:+.1f}, {found[p][1]:+.1f})" if p in found else "–"
+                                                  for p in points) + " |"
                     for source, found in labels.items()]]
     return lines + [""]
 

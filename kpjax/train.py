@@ -164,10 +164,12 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         writer.keep_epochs(start_epoch)
 
         train_step = make_train_step(tx, make_augmentation(config, layout))
-        device_data = parallel.put_data({  # images keep their context; targets are in the model's frame
+        data = {  # images keep their context; targets are in the model's frame
             "images": train_share.images, "targets": train_share.targets(config.margin), "mask": train_share.mask,
-            "hidden": train_share.hidden,
-        })
+        }
+        if train_share.hidden.any():  # only then has the error head a censored term to learn from
+            data["hidden"] = train_share.hidden
+        device_data = parallel.put_data(data)
         root_key = jax.random.key(config.seed)
 
         def progress_record(epoch: int, step: int, sums: dict | None = None) -> dict:

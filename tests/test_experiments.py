@@ -120,8 +120,11 @@ def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_import
     assert not np.allclose(alone[0], alone[1])
 
 
-def test_ensemble_of_a_missing_run_is_a_one_line_error_with_status_2(tmp_path):
-    done = subprocess.run([sys.executable, EXPERIMENTS / "ensemble.py", tmp_path / "missing"], capture_output=True,
-                          text=True, timeout=600)
+@pytest.mark.parametrize("script, model_option", [("ensemble.py", ()), ("conventions.py", ("--model",)),
+                                                  ("error_likelihood.py", ("--model",)),
+                                                  ("photos_end_to_end.py", ("--model",))])
+def test_a_missing_run_is_a_one_line_error_with_status_2(tmp_path, script, model_option):
+    done = subprocess.run([sys.executable, EXPERIMENTS / script, *model_option, tmp_path / "missing"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: {tmp_path / 'missing'}: not a kpjax run directory (no config.json)"
