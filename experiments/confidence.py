@@ -77,6 +77,16 @@ def spearman_per_keypoint(expected: np.ndarray, actual: np.ndarray, names: tuple
             "pooled": float(stats.spearmanr(expected[present], actual[present]).statistic)}
 
 
+def spearman_interval(expected: np.ndarray, actual: np.ndarray, names: tuple[str, ...], draws: int = 200,
+                      seed: int = 0) -> list[float]:
+    """The 95 % bootstrap interval of the median per-keypoint Spearman, faces drawn with replacement: how far the
+    figure could move on another draw of as many faces."""
+    rng = np.random.default_rng(seed)
+    medians = [spearman_per_keypoint(expected[i], actual[i], names)["median"]
+               for i in (rng.integers(0, len(expected), len(expected)) for _ in range(draws))]
+    return [float(v) for v in np.percentile(medians, [2.5, 97.5])]
+
+
 def spearman_under_the_model(expected: np.ndarray, actual: np.ndarray, seed: int = 0) -> float:
     """The median per-keypoint Spearman if the errors were drawn from the head's Laplace model itself: a point's
     error varies around its expected value by about half of it, so a perfect estimate with this spread between
@@ -138,6 +148,7 @@ def end_to_end(model, config, data_root: Path) -> dict:
     return {
         "photos": len(photos), "faces_scored": len(face_actual),
         "spearman_points": spearman_per_keypoint(point_expected, point_actual, predictor.layout.names),
+        "spearman_points_interval": spearman_interval(point_expected, point_actual, predictor.layout.names),
         "spearman_under_the_model": spearman_under_the_model(point_expected, point_actual),
         "spearman_faces": float(stats.spearmanr(face_expected, face_actual).statistic),
         "flagging": flagging(face_expected, face_actual > photo_eval.FAILURE_NME, np.array(false_expected)),

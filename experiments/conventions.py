@@ -1,6 +1,6 @@
 """Where the end-to-end error is systematic: each point's mean offset from each source's labels.
 
-    python experiments/conventions.py [--model RUN]
+    python experiments/conventions.py [--model RUN] [--peer-predictions PEER-SOURCE.json ...]
 
 The photos of helen-68-train and fgnet-68 go through `kpjax predict`'s pipeline (fast detector, 3 passes), as in
 experiments/photos_end_to_end.py, for the training persons and the validation persons apart. Each found face's
@@ -12,6 +12,14 @@ a face it has not seen. Last, each validation face is scored again with the trai
 removed: the end-to-end NME if each photo's source, and so its convention, were known (no model of the
 photo knows it: this bounds what conventions cost, it is not a reachable figure). And from the labels
 alone: where each source the model trained on puts the nose tip and the mouth corners, relative to the eyes.
+
+And where each source puts its pixel origin. kpjax reads every label as a pixel index (0 the first pixel's
+centre) and flips faces in training as such (x -> W-1-x); a source whose labels sit δ px further on (1-based,
+as the .pts files of 300-W are: menpo/menpo#160) has its flipped copies off by -δ in x and its own by +δ, so
+the model learns δ in y and none in x. The flip-averaged model (flip TTA) is mirror-equivariant under
+x -> W-1-x, so its x residual on a source's label-fitted crops is that source's origin, read in photo pixels:
+on the training persons of every source, and with --peer-predictions, on MediaPipe's and dlib's points
+(predictions.json from benchmarks/photo_peers.py), which no kpjax label trained.
 Writes results/analysis/conventions.json.
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -34,11 +43,16 @@ from photos_end_to_end import PHOTO_SOURCES  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
-from kpjax.inference import Predictor  # noqa: E402
-from kpjax.keypoints import IBUG68, KAGGLE, OUTER_CORNERS  # noqa: E402
+from kpjax.forward import xla_forward  # noqa: E402
+from kpjax.image import apply_affine, invert_affine, read_image, warp  # noqa: E402
+from kpjax.inference import Predictor, predict_normalised, similarity_crop  # noqa: E402
+from kpjax.keypoints import IBUG68, KAGGLE, OUTER_CORNERS, denormalise  # noqa: E402
+from kpjax.sources.convert import fit_crop  # noqa: E402
 from kpjax.train import load_training_data  # noqa: E402
 
 LABEL_POINTS = ("nose_tip", "mouth_left_corner", "mouth_right_corner")
+ORIGIN_FACES = 1000  # per source, the training persons' faces drawn for the pixel origin
+ONE_BASED = ("helen-68-train",)  # 300-W's .pts: 1-based (menpo, the 300-W organisers' reader, subtracts 1)
 
 
 def face_frame_residuals(photos: list, records: list[dict]) -> np.ndarray:
@@ -78,6 +92,48 @@ def label_geometry(dataset, names: tuple[str, ...] = LABEL_POINTS) -> dict[str, 
     return result
 
 
+def pixel_origin(model, config, photos: list, faces: int = ORIGIN_FACES, seed: int = 0) -> dict:
+    """Mean residual (photo px, x and y) of the flip-averaged model against ``photos``' labels: each face cropped
+    as training crops it (``fit_crop``), re-cropped once from the prediction as the pipeline does, predicted again."""
+    order = np.random.default_rng(seed).permutation(len(photos))
+    images, matrices, labels = [], [], []
+    for i in order:
+        if len(labels) >= faces:
+            break
+        image = read_image(photos[i].image)
+        for face in photos[i].faces:
+            points = face[KAGGLE.name]
+            if (~np.isnan(points).any(axis=1)).sum() >= 3:
+                images.append(image)
+                matrices.append(fit_crop(points, config.size))
+                labels.append(points)
+    forward, size = xla_forward(model), config.size
+    for _ in range(2):
+        frames = np.stack([warp(image, m, size, config.color) for image, m in zip(images, matrices)])
+        normalised = predict_normalised(forward, frames, flip_permutation=config.layout.flip_permutation)
+        points = denormalise(normalised, size).reshape(len(frames), -1, 2)
+        predicted = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, points)]
+        matrices = [similarity_crop(p, KAGGLE.name, size) for p in predicted]
+    residuals = np.array(predicted) - np.array(labels)
+    return {"faces": len(labels), "x_px": round(float(np.nanmean(residuals[..., 0])), 2),
+            "y_px": round(float(np.nanmean(residuals[..., 1])), 2)}
+
+
+def peer_residuals(photos: list, records: list[dict]) -> dict:
+    """Mean residual (photo px, x and y) of a pipeline's points on the annotated faces it found."""
+    residuals = [predicted - truth for match in photo_eval.match_records(photos, records) if not match.missing
+                 for _, _, predicted, truth, _ in match.found()]
+    residuals = np.array(residuals)
+    return {"faces": len(residuals), "x_px": round(float(np.nanmean(residuals[..., 0])), 2),
+            "y_px": round(float(np.nanmean(residuals[..., 1])), 2)}
+
+
+def moved(photos: list, by: float) -> list:
+    """``photos`` with every label moved by ``by`` px in x and y: 1-based labels read as pixel indices (by = -1)."""
+    return [dataclasses.replace(p, faces=[{layout: points + by for layout, points in face.items()} for face in p.faces],
+                                marked=[points + by for points in p.marked]) for p in photos]
+
+
 def nme(residuals: np.ndarray) -> np.ndarray:
     """Per face: RMSE of its points over the outer-eye distance (the residuals are already in those units)."""
     return np.sqrt(np.nanmean((residuals**2).sum(axis=-1), axis=1))
@@ -88,16 +144,29 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--peer-predictions", type=Path, nargs="*", default=[],
+                        help="predictions.json files of other pipelines on the photos (benchmarks/photo_peers.py)")
     parser.set_defaults(synthetic=0)
     args = parser.parse_args()
+    peer_records = {path: json.loads(path.read_text()) for path in args.peer_predictions}
     model, config = load_run(args.model)
     predictor = Predictor(model, config, make_detector("fast"))
     names = predictor.layout.names
-    sources, before, after = {}, [], []
+    sources, before, after, one_based = {}, [], [], {}
     for source in PHOTO_SOURCES.values():
         photos = photo_eval.read_annotated_photos(str(args.data_root / source))
-        train, val = (face_frame_residuals(chosen, photo_eval.run_pipeline(predictor, chosen))
-                      for chosen in (photo_eval.select_persons(photos, side) for side in ("train", "val")))
+        chosen = {side: photo_eval.select_persons(photos, side) for side in ("train", "val")}
+        records = {side: photo_eval.run_pipeline(predictor, chosen[side]) for side in chosen}
+        train, val = (face_frame_residuals(chosen[side], records[side]) for side in ("train", "val"))
+        if source in ONE_BASED:  # the validation NME as the labels are read, and read 1-based
+            images = {str(Path(p.image).resolve()) for p in chosen["val"]}
+            covering = [(path.name, r) for path, r in peer_records.items()
+                        if any(str(Path(record["image"]).resolve()) in images for record in r)]
+            for name, scored in [("kpjax", records["val"]), *covering]:
+                one_based[f"{name} on {source}"] = {
+                    "as_read": photo_eval.score(chosen["val"], scored)["nme_mean"],
+                    "one_based": photo_eval.score(moved(chosen["val"], -1.0), scored)["nme_mean"]}
+                print(f"{name} on {source}: validation NME {one_based[f'{name} on {source}']}", flush=True)
         offsets = np.nanmean(train, axis=0)
         sources[source] = {
             "faces": {"train": len(train), "val": len(val)},
@@ -114,12 +183,27 @@ def main() -> None:
     print(f"both: {np.mean(before):.2%} -> {np.mean(after):.2%}")
     trained_on = dataclasses.replace(config, data=data_specs(args, [Path(spec).name for spec in config.data]))
     labels = label_geometry(load_training_data(trained_on))
+    origins, peers = {}, {}
+    for spec in config.data:
+        source = Path(spec).name
+        photos = photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / source)), "train")
+        origins[source] = pixel_origin(model, config, photos)
+        print(f"{source}: flip-averaged residual {origins[source]}", flush=True)
+        for path, peer in peer_records.items():
+            images = {str(Path(r["image"]).resolve()) for r in peer}
+            covered = [p for p in photo_eval.read_annotated_photos(str(args.data_root / source))
+                       if str(Path(p.image).resolve()) in images]
+            if covered:
+                peers[f"{path.name} on {source}"] = peer_residuals(covered, peer)
+                print(f"{path.name} on {source}: residual {peers[f'{path.name} on {source}']}", flush=True)
     write_analysis("conventions", {
         "command": "python " + shlex.join(["experiments/conventions.py", *sys.argv[1:]]),
         "frame": "x along the annotated outer-eye line (towards the subject's left eye), y across it (down); "
                  "percent of the outer-eye distance",
         "sources": sources, "val_nme": float(np.mean(before)), "val_nme_without_train_offsets": float(np.mean(after)),
         "label_geometry": labels,
+        "pixel_origin": {"flip_averaged_model_on_training_persons": origins, "peers": peers,
+                         "validation_nme_with_labels_read_1_based": one_based},
     }, args.results)
 
 

@@ -120,6 +120,19 @@ def test_ensemble_of_one_model_is_that_model_and_averages_two(experiments_import
     assert not np.allclose(alone[0], alone[1])
 
 
+def test_spearman_interval_brackets_the_median_per_point_spearman(experiments_importable):
+    from confidence import spearman_interval, spearman_per_keypoint
+
+    rng = np.random.default_rng(0)
+    names = tuple(f"p{k}" for k in range(5))
+    expected = rng.uniform(1, 3, (400, 5))
+    perfect = spearman_interval(expected, expected * 2, names, draws=20)
+    np.testing.assert_allclose(perfect, [1.0, 1.0])
+    actual = expected * rng.laplace(1, 0.6, expected.shape) ** 2  # ranked only partly by the expected errors
+    low, high = spearman_interval(expected, actual, names, draws=50)
+    assert low < spearman_per_keypoint(expected, actual, names)["median"] < high < 1.0
+
+
 @pytest.mark.parametrize("script, model_option", [("ensemble.py", ()), ("conventions.py", ("--model",)),
                                                   ("error_likelihood.py", ("--model",)),
                                                   ("photos_end_to_end.py", ("--model",))])

@@ -58,6 +58,16 @@ def test_flip_tta_of_a_mirror_symmetric_predictor_changes_nothing(model):
     np.testing.assert_allclose(tta, (plain + np.asarray(expected)) / 2, atol=1e-6)
 
 
+def test_flip_tta_is_mirror_equivariant_in_pixel_index_coordinates(model):
+    """Mirror a face and the flip-averaged points mirror with it (x -> 95 - x, sides swapped), whatever the
+    network learnt: what lets experiments/conventions.py read a source's pixel origin from its x residual."""
+    images = make_faces(3, seed=3).images
+    tta = predict_model(model, images, flip_permutation=KAGGLE.flip_permutation)
+    mirrored = predict_model(model, np.ascontiguousarray(images[:, :, ::-1]), flip_permutation=KAGGLE.flip_permutation)
+    expected, _ = flip_targets(jnp.asarray(tta), jnp.ones(tta.shape, bool), KAGGLE.flip_permutation, 96)
+    np.testing.assert_allclose(mirrored, np.asarray(expected), atol=1e-5)
+
+
 def test_similarity_crop_takes_a_turned_and_moved_face_back_to_the_mean_face():
     angle, scale, shift = np.radians(20), 2.5, np.array([130.0, 70.0])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])

@@ -219,3 +219,16 @@ def test_conventions_measure_offsets_in_the_face_frame_over_the_eye_distance(tmp
     assert residuals.shape == (2, 15, 2)
     np.testing.assert_allclose(residuals, np.broadcast_to([0.02, 0.01], residuals.shape), atol=1e-5)
     np.testing.assert_allclose(nme(residuals), np.hypot(0.02, 0.01), rtol=1e-3)
+
+
+def test_conventions_read_a_pipelines_pixel_offset_in_photo_pixels(tmp_path, monkeypatch):
+    """Points 0.7 px right and 0.3 px up of the labels, on faces of two sizes: the same offset in photo pixels
+    (a pixel origin is in pixels, not in the face's units; experiments/conventions.py)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    from conventions import peer_residuals
+
+    truths = write_photo_set(tmp_path / "set", [(160, 120, 1.0), (150, 110, 1.6)])
+    photos = photo_eval.read_annotated_photos(str(tmp_path / "set"))
+    records = [record(photo.image, [(photo_eval.face_square(truth), truth + (0.7, -0.3))])
+               for photo, truth in zip(photos, truths)]
+    assert peer_residuals(photos, records) == {"faces": 2, "x_px": 0.7, "y_px": -0.3}
