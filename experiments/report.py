@@ -347,6 +347,27 @@ def _detection_section(records: list[dict]) -> list[str]:
     return lines
 
 
+def _fine_tune_section(record: dict) -> list[str]:
+    """The shipped model fine-tuned on a user's few faces (``kpjax train --init default``) against training afresh."""
+    lines = ["", "## Fine-tuning on your own faces (`experiments/fine_tune.py`)", "",
+             "A user's own data, in miniature: the persons of a source that the shipped model held out, split again by "
+             "person (split seed 1), their faces in that source's own labels. Trained on the training part with the "
+             "shipped recipe, from the shipped weights (`kpjax train --init default`) or from scratch, for the same "
+             "epochs; RMSE px (96-px frame) and NME on the other persons' label-fitted crops at the best epoch, as "
+             "`kpjax train` reports them (the best epoch is picked on these faces: the same optimism for both runs), "
+             "and the shipped model as it is on the same faces. Wall time on this 2-core CPU, beside other work (not a "
+             "speed figure).", "",
+             "| source (train / val faces) | shipped as is | fine-tuned | from scratch |", "|---|---|---|---|"]
+    for source, r in record["sources"].items():
+        tuned, scratch = r["fine-tuned (--init default)"], r["from scratch"]
+        lines.append(f"| {source} ({r['faces']['train']} / {r['faces']['val']}) | "
+                     f"{r['shipped as is']['val_rmse_px']:.2f} px, {r['shipped as is']['val_nme']:.2%} | "
+                     f"**{tuned['val_rmse_px']:.2f} px, {tuned['val_nme']:.2%}** (epoch {tuned['best_epoch']}, "
+                     f"{tuned['seconds']:.0f} s) | {scratch['val_rmse_px']:.2f} px, {scratch['val_nme']:.2%} "
+                     f"(epoch {scratch['best_epoch']}, {scratch['seconds']:.0f} s) |")
+    return lines
+
+
 def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
     """Calibration of the error head: per-point rank correlation, reliability, hidden points, failures flagged."""
     def flag(f: dict) -> str:
@@ -523,9 +544,12 @@ def main() -> None:
     if detection:
         lines += _detection_section(detection)
     analysis = {name: json.loads((args.results / "analysis" / f"{name}.json").read_text())
-                for name in ("conventions", "confidence", "error-likelihood") if (args.results / "analysis" / f"{name}.json").exists()}
+                for name in ("conventions", "confidence", "error-likelihood", "fine-tune")
+                if (args.results / "analysis" / f"{name}.json").exists()}
     if "confidence" in analysis:
         lines += _confidence_section(analysis["confidence"], analysis.get("error-likelihood"))
+    if "fine-tune" in analysis:
+        lines += _fine_tune_section(analysis["fine-tune"])
     lines += ["", "## Commands", ""]
     lines += [f"- {r['name']}: `{r['command']}`" for r in results + sweep]
     lines += [f"- ensemble: `{record['command']}`" for record in ensembles]

@@ -148,16 +148,29 @@ class RunCheckpoints:
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default"
 
 
-def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Module, TrainConfig]:
-    """The trained model of a run directory (its best checkpoint by default) and the run's config;
-    with no run directory, the default model shipped inside the package."""
+def find_run(run_dir: Path | None) -> Path:
+    """A run directory, checked; ``None`` is the default model shipped inside the package."""
     if run_dir is None:
         if not (DEFAULT_MODEL / "config.json").is_file():
             raise KpjaxError("--model: no run directory given and no default model is installed")
-        run_dir = DEFAULT_MODEL
+        return DEFAULT_MODEL
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise KpjaxError(f"{run_dir}: not a kpjax run directory (no config.json)")
+    return run_dir
+
+
+def init_run(name: str) -> Path:
+    """The run ``--init`` names: a run directory, or ``default`` for the shipped model."""
+    if name == "default" and not (DEFAULT_MODEL / "config.json").is_file():
+        raise KpjaxError("--init default: no default model is installed; give a run directory")
+    return find_run(None if name == "default" else Path(name))
+
+
+def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Module, TrainConfig]:
+    """The trained model of a run directory (its best checkpoint by default) and the run's config;
+    with no run directory, the default model shipped inside the package."""
+    run_dir = find_run(run_dir)
     config = TrainConfig.load(run_dir)
     abstract = nnx.eval_shape(
         lambda: create_model(

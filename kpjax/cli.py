@@ -61,6 +61,9 @@ def train(
     split_seed: Annotated[Optional[int], typer.Option(
         help="Seed of the validation split (default: --seed); fix it to compare or ensemble runs of several seeds.")] = None,
     run_dir: Annotated[Path, typer.Option(help="Where config, split, metrics and checkpoints go.")] = Path("runs/latest"),
+    init: Annotated[Optional[str], typer.Option(
+        help="Fine-tune: start from a trained model's weights, a run directory or default (the shipped model). "
+             "Its recipe is the one the options change (unless --config gives one); its network stays.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint, as it was "
                                          "configured; only --epochs, --lr and --devices may be given to change it.")] = False,
     complete_only: Annotated[bool, typer.Option(help="Drop faces with any missing keypoint (the seed's choice).")] = False,
@@ -88,10 +91,12 @@ def train(
 ):
     """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir.
 
-    The recipe is --config's file (or with --resume the run's own, else the defaults) changed by options and --set.
+    The recipe is --config's file (or with --resume the run's own, with --init the run it starts from, else the
+    defaults) changed by options and --set.
     """
     import dataclasses
 
+    from kpjax.checkpoint import init_run
     from kpjax.config import TrainConfig, load_config, option_name, override
     from kpjax.distributed import init_distributed
     from kpjax.train import train as run_training
@@ -100,7 +105,7 @@ def train(
                    seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
                    flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
                    margin=margin, weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size,
-                   color=color, strict=strict, markup=markup, devices=devices)
+                   color=color, strict=strict, markup=markup, devices=devices, init=init)
     given = {p.name for p in context.command.params
              if context.get_parameter_source(p.name).name in ("COMMANDLINE", "ENVIRONMENT")}
     changes = {field: value for field, value in options.items()
@@ -113,6 +118,8 @@ def train(
         config = load_config(config_file)
     elif resume and (run_dir / "config.json").is_file():
         config = TrainConfig.load(run_dir)  # the run as it was configured (train checks what may change)
+    elif init is not None:
+        config = TrainConfig.load(init_run(init))
     else:
         config = TrainConfig()
     config = override(dataclasses.replace(config, **changes), settings)

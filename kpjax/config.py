@@ -73,6 +73,7 @@ class TrainConfig:
     split_seed: int | None = None  # seed of the validation split; None: seed. Fixed, runs of several seeds share it
     devices: int | str = 1  # devices per process for data parallelism, or "all"
     error_head: bool = True  # heatmap models: learn each keypoint's expected error beside it
+    init: str | None = None  # start from this run's trained weights: a run directory, or "default" (the shipped model)
 
     @property
     def layout(self) -> Layout:

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kpjax.augment import make_augmentation
-from kpjax.checkpoint import RunCheckpoints
+from kpjax.checkpoint import RunCheckpoints, init_run, load_model
 from kpjax.config import TrainConfig, option_name
 from kpjax.dataset import Dataset, group_split
 from kpjax.distributed import DataParallel, sync_processes
@@ -32,6 +32,8 @@ from kpjax.train_step import init_state, make_optimizer, make_train_step
 # What ``--resume`` may change: how long the run goes on, its step size (the advice after a divergence)
 # and where it runs. Anything else would make it another run.
 RESUMABLE = ("epochs", "learning_rate", "devices")
+# What a run started from another's weights (``--init``) must share with it: the network itself.
+NETWORK = ("model", "keypoints", "size", "color", "error_head")
 # A mean squared error far beyond any face (keypoints lie in [-1, 1]): the loss exploded while staying finite.
 DIVERGED_MSE = 100.0
 
@@ -111,6 +113,16 @@ def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
             )
 
 
+def initial_model(config: TrainConfig):
+    """The trained model ``config.init`` names, for a run that starts from it (fine-tuning): same network only."""
+    model, source = load_model(init_run(config.init))
+    for field in NETWORK:
+        if getattr(source, field) != getattr(config, field):
+            raise KpjaxError(f"--init {config.init}: its {option_name(field)} is {getattr(source, field)!r}, this "
+                             f"run's {getattr(config, field)!r}; a run starts only from weights of the same network")
+    return model
+
+
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: Dataset | None = None,
           log=print) -> TrainResult:
     """Train ``config`` into ``run_dir``; with ``resume``, continue from its newest whole checkpoint.
@@ -139,8 +151,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                    f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
 
         layout = dataset.layout
-        model = create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
-                             channels=dataset.channels, seed=config.seed, error_head=config.error_head)
+        model = (initial_model(config) if config.init is not None and not (resume and has_checkpoint) else
+                 create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
+                              channels=dataset.channels, seed=config.seed, error_head=config.error_head))
         train_share = parallel.process_share(train_set)  # all of it, with one process
         process_batch = parallel.process_batch_size(config.batch_size)
         steps_per_epoch = len(train_share) // process_batch

@@ -125,10 +125,27 @@ def test_cli_train_evaluate_predict(tmp_path):
     assert all(0 <= v <= 192 for xy in face["keypoints"].values() for v in xy)
 
 
+def test_init_starts_from_the_trained_weights_and_keeps_its_recipe(trained_run, tmp_path):
+    """Fine-tuning: ``--init RUN`` with a learning rate of 0 leaves RUN's weights as they were, takes RUN's recipe
+    (here its batch size) where no option changes it, and records where it started."""
+    run_dir = tmp_path / "tuned"
+    tuned = kpjax("train", "--init", trained_run, "--data", "synthetic:120", "--epochs", 1, "--lr", 0,
+                  "--run-dir", run_dir)
+    assert tuned.returncode == 0, tuned.stderr
+    config = TrainConfig.load(run_dir)
+    assert (config.init, config.batch_size, config.epochs) == (str(trained_run), 32, 1)
+    (source, _), (started, _) = load_model(trained_run), load_model(run_dir)
+    images = make_faces(4, seed=5).images
+    np.testing.assert_allclose(predict_model(started, images), predict_model(source, images), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["train", "--model", "resnet9000", "--data", "synthetic:10"], "--model resnet9000: unknown model"),
+        (["train", "--init", "{run}", "--model", "heatmap", "--data", "synthetic:100", "--run-dir", "{tmp}/r"],
+         "its --model is 'seed', this run's 'heatmap'; a run starts only from weights of the same network"),
+        (["train", "--init", "nowhere", "--data", "synthetic:100"], "nowhere: not a kpjax run directory"),
         (["train", "--data", "missing.csv"], "missing.csv: no such file"),
         (["train", "--data", "synthetic:100", "--batch", "500"], "--batch 500: larger than the"),
         (["evaluate", "--model", ".", "--data", "synthetic:10"], "not a kpjax run directory"),
@@ -136,8 +153,8 @@ def test_cli_train_evaluate_predict(tmp_path):
          "training diverged at epoch"),
     ],
 )
-def test_user_mistakes_are_one_line_and_status_2(tmp_path, args, message):
-    result = kpjax(*[a.format(tmp=tmp_path) for a in args], cwd=tmp_path)
+def test_user_mistakes_are_one_line_and_status_2(tmp_path, trained_run, args, message):
+    result = kpjax(*[a.format(tmp=tmp_path, run=trained_run) for a in args], cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr
