@@ -91,8 +91,7 @@ def train(
 ):
     """Train a keypoint model; the best-validation and latest checkpoints go to --run-dir.
 
-    The recipe is --config's file (or with --resume the run's own, with --init the run it starts from, else the
-    defaults) changed by options and --set.
+    The recipe: --config's file, else --resume's run, else --init's run, else the defaults; options and --set change it.
     """
     import dataclasses
 
