@@ -148,7 +148,12 @@ def main() -> None:
                         help="predictions.json files of other pipelines on the photos (benchmarks/photo_peers.py)")
     parser.set_defaults(synthetic=0)
     args = parser.parse_args()
-    peer_records = {path: json.loads(path.read_text()) for path in args.peer_predictions}
+    peer_records = {}
+    for path in args.peer_predictions:
+        try:
+            peer_records[path] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--peer-predictions {path}: unreadable ({error})")
     model, config = load_run(args.model)
     predictor = Predictor(model, config, make_detector("fast"))
     names = predictor.layout.names
@@ -186,13 +191,12 @@ def main() -> None:
     origins, peers = {}, {}
     for spec in config.data:
         source = Path(spec).name
-        photos = photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / source)), "train")
-        origins[source] = pixel_origin(model, config, photos)
+        photos = photo_eval.read_annotated_photos(str(args.data_root / source))
+        origins[source] = pixel_origin(model, config, photo_eval.select_persons(photos, "train"))
         print(f"{source}: flip-averaged residual {origins[source]}", flush=True)
         for path, peer in peer_records.items():
             images = {str(Path(r["image"]).resolve()) for r in peer}
-            covered = [p for p in photo_eval.read_annotated_photos(str(args.data_root / source))
-                       if str(Path(p.image).resolve()) in images]
+            covered = [p for p in photos if str(Path(p.image).resolve()) in images]
             if covered:
                 peers[f"{path.name} on {source}"] = peer_residuals(covered, peer)
                 print(f"{path.name} on {source}: residual {peers[f'{path.name} on {source}']}", flush=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.set_defaults(synthetic=0)
     args = parser.parse_args()
+    there = [path for source in args.sources for path in (args.run_root / f"{source}-init", args.run_root / f"{source}-scratch")
+             if path.exists()]
+    if there:
+        parser.error(f"{there[0]}: already exists; remove this script's earlier runs or give another --run-root")
     shipped, recipe = load_run(None)
     recipe = dataclasses.replace(recipe, data=data_specs(args, [Path(spec).name for spec in recipe.data]))
     dataset = load_training_data(recipe)
@@ -61,7 +64,6 @@ def main() -> None:
                    "shipped as is": {"val_rmse_px": as_is["rmse_px"], "val_nme": as_is["nme"]}}
         for name, config in runs.items():
             run_dir = args.run_root / f"{source}-{'init' if config.init else 'scratch'}"
-            shutil.rmtree(run_dir, ignore_errors=True)  # this script's own earlier run
             started = time.perf_counter()
             trained = train(config, run_dir, dataset=own, log=lambda _: None)
             figures[name] = {"val_rmse_px": trained.best_val["val_rmse_px"], "val_nme": trained.best_val["val_nme"],

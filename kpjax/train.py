@@ -113,14 +113,13 @@ def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
             )
 
 
-def initial_model(config: TrainConfig):
-    """The trained model ``config.init`` names, for a run that starts from it (fine-tuning): same network only."""
-    model, source = load_model(init_run(config.init))
+def check_init(config: TrainConfig) -> None:
+    """A run starts (``--init``) only from a trained model of the same network: checked before any data is read."""
+    source = TrainConfig.load(init_run(config.init))
     for field in NETWORK:
         if getattr(source, field) != getattr(config, field):
             raise KpjaxError(f"--init {config.init}: its {option_name(field)} is {getattr(source, field)!r}, this "
                              f"run's {getattr(config, field)!r}; a run starts only from weights of the same network")
-    return model
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: Dataset | None = None,
@@ -138,6 +137,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         if has_checkpoint and not resume:
             raise KpjaxError(f"--run-dir {run_dir}: already holds a run; pass --resume to continue it or pick a new "
                              "directory")
+        start_from = config.init if config.init is not None and not (resume and has_checkpoint) else None
+        if start_from is not None:  # a resumed run continues from its own checkpoint
+            check_init(config)
         parallel = DataParallel(config.devices)
         parallel.check_batch(config.batch_size)
         sync_processes("kpjax: run directory checked")  # before the primary process writes to it
@@ -151,7 +153,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                    f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
 
         layout = dataset.layout
-        model = (initial_model(config) if config.init is not None and not (resume and has_checkpoint) else
+        model = (load_model(init_run(start_from))[0] if start_from is not None else
                  create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
                               channels=dataset.channels, seed=config.seed, error_head=config.error_head))
         train_share = parallel.process_share(train_set)  # all of it, with one process
