@@ -1,6 +1,6 @@
 """How far off is each keypoint likely to be? Calibration of a model's expected errors (its error head).
 
-    python experiments/confidence.py [--model RUN]
+    python experiments/confidence.py [--model RUN] [--sources SOURCE ...]
 
 On the validation persons of the model's own split (persons it never trained on):
 1. face crops as training makes them: label-fitted, and jittered as the recipe jitters them, and
@@ -42,6 +42,7 @@ from kpjax.augment import random_affine  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.forward import xla_forward  # noqa: E402
 from kpjax.inference import Predictor, predict_with_errors  # noqa: E402
+from kpjax.keypoints import OUTER_CORNERS  # noqa: E402
 from kpjax.models import LAPLACE_MEAN_DISTANCE  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
 
@@ -133,23 +134,31 @@ def end_to_end(model, config, data_root: Path) -> dict:
     photos = [p for name in PHOTO_SOURCES
               for p in photo_eval.select_persons(photo_eval.read_annotated_photos(str(data_root / name)), "val")]
     records = photo_eval.run_pipeline(predictor, photos, progress=True)
-    point_expected, point_actual, face_expected, face_actual, false_expected = [], [], [], [], []
+    point_expected, point_actual, eye_distance, face_expected, face_actual, false_expected = [], [], [], [], [], []
+    outer_a, outer_b = OUTER_CORNERS[predictor.layout.name]
     for match in photo_eval.match_records(photos, records):
         for _, detection, predicted, truth, nme in match.found():  # the shipped model's 15 Kaggle points
             if not np.isfinite(nme):
                 continue
             point_expected.append(np.array(list(detection["errors"].values())))
             point_actual.append(np.linalg.norm(predicted - truth, axis=1))
+            eye_distance.append(np.linalg.norm(truth[outer_a] - truth[outer_b]))
             face_expected.append(detection["expected_nme"])
             face_actual.append(nme)
         false_expected += [d["expected_nme"] for d in match.false_faces]
     point_expected, point_actual = np.array(point_expected), np.array(point_actual)
+    face_size = np.repeat(np.array(eye_distance)[:, None], point_actual.shape[1], axis=1)
     face_expected, face_actual = np.array(face_expected), np.array(face_actual)
     return {
         "photos": len(photos), "faces_scored": len(face_actual),
         "spearman_points": spearman_per_keypoint(point_expected, point_actual, predictor.layout.names),
         "spearman_points_interval": spearman_interval(point_expected, point_actual, predictor.layout.names),
         "spearman_under_the_model": spearman_under_the_model(point_expected, point_actual),
+        # Photo pixels rank big faces above small ones: how much of the figure is the face's size alone, and the
+        # ranking left when both errors are taken in units of the face's outer-eye distance.
+        "spearman_points_face_size_alone": spearman_per_keypoint(face_size, point_actual, predictor.layout.names),
+        "spearman_points_per_eye_distance": spearman_per_keypoint(point_expected / face_size,
+                                                                 point_actual / face_size, predictor.layout.names),
         "spearman_faces": float(stats.spearmanr(face_expected, face_actual).statistic),
         "flagging": flagging(face_expected, face_actual > photo_eval.FAILURE_NME, np.array(false_expected)),
         "nme_mean": float(face_actual.mean()),
@@ -191,12 +200,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--sources", nargs="+", default=None,
+                        help="the sources whose validation persons to score (default: those the model trained on)")
     parser.set_defaults(synthetic=0)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "confidence_reliability.png")
     args = parser.parse_args()
     model, config = load_run(args.model)
-    sources = [Path(spec).name for spec in config.data]
+    sources = args.sources or [Path(spec).name for spec in config.data]
     config = dataclasses.replace(config, data=data_specs(args, sources))
     dataset = load_training_data(config)
     _, val_index = split_dataset(dataset, config)

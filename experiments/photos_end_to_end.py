@@ -34,6 +34,8 @@ from kpjax.inference import Predictor  # noqa: E402
 PHOTO_SOURCES = {"helen": "helen-68-train", "fgnet": "fgnet-68"}
 # The model's pipelines, each one change from the one before: (passes, flip TTA).
 PIPELINES = {"1 pass": (1, False), "2 passes": (2, False), "3 passes": (3, False), "3 passes + flip TTA": (3, True)}
+# Not a pipeline a user has: each face placed by its annotated points, what the model does when placement is perfect.
+LABEL_FITTED = "1 pass on the crop fitted to the annotated points"
 
 
 def main() -> None:
@@ -44,7 +46,7 @@ def main() -> None:
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=PATTERN",
                         help="a peer's predictions.json per source, {source} standing for helen or fgnet")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--pipelines", nargs="+", choices=tuple(PIPELINES), default=list(PIPELINES))
+    parser.add_argument("--pipelines", nargs="+", choices=(*PIPELINES, LABEL_FITTED), default=list(PIPELINES))
     parser.add_argument("--detector", choices=tuple(DETECTORS), default="fast",
                         help="kpjax's face detector for every kpjax row (the peers bring their own)")
     parser.add_argument("--append", action="store_true",
@@ -63,12 +65,17 @@ def main() -> None:
     everything = [p for group in photos.values() for p in group]
     rows = []
     for model_dir, label in runs:
-        passes, flip_tta = PIPELINES[label]
+        passes, flip_tta = PIPELINES.get(label, (1, False))
         net, config = loaded[model_dir]
-        predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes, flip_tta=flip_tta)
-        records = photo_eval.run_pipeline(predictor, everything)
+        name = f"kpjax {(model_dir or Path('shipped')).name}, {label}"
+        if label == LABEL_FITTED:
+            records = photo_eval.run_label_fitted(Predictor(net, config, batch_size=1), everything)
+        else:
+            predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes,
+                                  flip_tta=flip_tta)
+            records = photo_eval.run_pipeline(predictor, everything)
+            name += f", {args.detector} detector"
         metrics = photo_eval.score(everything, records)
-        name = f"kpjax {(model_dir or Path('shipped')).name}, {label}, {args.detector} detector"
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))
         rows.append({"pipeline": name, "model": str(model_dir or "shipped"), "passes": passes,
                      "flip_tta": flip_tta, "metrics": metrics})
@@ -99,7 +106,7 @@ def main() -> None:
 
 def _line(m: dict) -> str:
     return (f"found {m['detection_rate']:.1%}, NME {m['nme_mean']:.2%} (median {m['nme_median']:.2%}), "
-            f"failures {m['failure_rate']:.1%}, AUC {m['auc10']:.3f}, {m['ms_per_photo_median']:.0f} ms/photo")
+            f"failures {m['failure_rate']:.1%}, AUC {m['auc10']:.3f}, {m['ms_per_photo_median'] or 0:.0f} ms/photo")
 
 
 if __name__ == "__main__":

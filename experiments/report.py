@@ -92,9 +92,10 @@ def _noise_section(noise: dict, results: list[dict], seed_rmse: float | None) ->
 def _photos_section(record: dict) -> list[str]:
     """The headline: end to end on whole photos (experiments/photos_end_to_end.py)."""
     def cells(m: dict) -> str:
-        return (f"{m['detection_rate']:.1%} | {m['false_faces_per_photo']:.3f} | **{m['nme_mean']:.2%}** "
-                f"({m['nme_median']:.2%}) | {m['failure_rate']:.1%} | {m['auc10']:.3f} | {m['kaggle_px']:.2f} | "
-                f"{m['ms_per_photo_median']:.0f} |")
+        placed = m["ms_per_photo_median"] is not None  # else the faces were placed by their labels: nothing found
+        return ((f"{m['detection_rate']:.1%} | {m['false_faces_per_photo']:.3f}" if placed else "– | –") +
+                f" | **{m['nme_mean']:.2%}** ({m['nme_median']:.2%}) | {m['failure_rate']:.1%} | {m['auc10']:.3f} | "
+                f"{m['kaggle_px']:.2f} | " + (f"{m['ms_per_photo_median']:.0f} |" if placed else "– |"))
 
     sources = list(record["rows"][0]["metrics"].get("by_source", {}))
     lines = ["## Headline: end to end on photos of persons never trained on (`experiments/photos_end_to_end.py`)", "",
@@ -389,7 +390,7 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
              "single points loosely). On crops the measured one is higher, so the actual errors differ between faces "
              "more than the expected ones do: the head is calibrated on average but too timid about which points are "
              "bad. So a Spearman of 0.5 per point is out of reach of any calibrated estimate on these crops; end to "
-             "end, where the errors vary more, it is within reach.",
+             "end, in the photo's pixels, the errors vary more, the faces' sizes among them (below).",
              "", "| faces | Spearman per point, median (min) | under its own model | pooled | actual / expected error | "
              "failures flagged |", "|---|---|---|---|---|---|"]
     for label, c in record["crops"].items():
@@ -406,6 +407,15 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
     interval = e.get("spearman_points_interval")
     lines += [""] + ([f"- End to end, the median Spearman per point has a 95 % bootstrap interval of {interval[0]:.3f} "
                       f"to {interval[1]:.3f} (the faces drawn again with replacement, 200 times)."] if interval else [])
+    if "spearman_points_per_eye_distance" in e:
+        lines += [f"- End to end the errors are in the photo's pixels, so a big face's points rank above a small "
+                  "face's: the face's size alone (its annotated outer-eye distance, one value for all its points) "
+                  f"gives a median Spearman per point of {e['spearman_points_face_size_alone']['median']:.3f}. Both "
+                  "errors taken in units of that distance, the head ranks the points at "
+                  f"{e['spearman_points_per_eye_distance']['median']:.3f} "
+                  f"({e['spearman_points_per_eye_distance']['min']:.3f} at worst), about as on crops. The first "
+                  "figure is what a user's photos of mixed sizes see; the second is the head's own knowledge of "
+                  "which points are doubtful."]
     lines += [f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
               f"the same threshold flags {e['flagging']['false_faces_flagged']} of the {e['flagging']['false_faces']} "
               "false faces.",

@@ -155,10 +155,20 @@ class Predictor:
         points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
         return points, None if errors is None else errors[:n]
 
+    def placed_keypoints(self, crops: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each (image, image -> frame affine) crop's keypoints and expected errors in image pixels, the crops
+        predicted together."""
+        size, color = self.config.size, self.config.color
+        frames = [warp(image, matrix, size, color) for image, matrix in crops]
+        predicted, expected = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
+        return [(apply_affine(invert_affine(matrix), frame_points),  # errors: frame pixels times the crop's scale
+                 None if expected is None else expected[j] / np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+                for j, ((_, matrix), frame_points) in enumerate(zip(crops, predicted))]
+
     def __call__(self, images: list[np.ndarray], detections: list[list[Detection]] | None = None) -> list[list[Face]]:
         """Every face of every image, the crops of all images predicted together, pass by pass; ``detections``
         (one list per image) replaces the detector, e.g. with boxes that follow faces from a previous frame."""
-        size, color = self.config.size, self.config.color
+        size = self.config.size
         located = ([self.locate(image) for image in images] if detections is None else
                    [[(d, box_matrix(d.box, size)) for d in found] for found in detections])
         faces = [(i, d, m) for i, found in enumerate(located) for d, m in found]
@@ -167,13 +177,10 @@ class Predictor:
         errors: list[np.ndarray | None] = [None] * len(faces)
         active = list(range(len(faces)))
         for step in range(self.passes):
-            frames = [warp(images[faces[k][0]], matrices[k], size, color) for k in active]
-            predicted, expected = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
+            placed = self.placed_keypoints([(images[faces[k][0]], matrices[k]) for k in active])
             still_moving = []
-            for j, (k, frame_points) in enumerate(zip(active, predicted)):
-                points[k] = apply_affine(invert_affine(matrices[k]), frame_points)
-                if expected is not None:  # frame pixels to image pixels: the crop's scale
-                    errors[k] = expected[j] / np.sqrt(abs(np.linalg.det(matrices[k][:, :2])))
+            for k, (face_points, face_errors) in zip(active, placed):
+                points[k], errors[k] = face_points, face_errors
                 if step + 1 < self.passes and faces[k][1].score is not None:  # a whole-image crop stays as given
                     recrop = similarity_crop(points[k], self.layout.name, size)
                     if crop_change(matrices[k], recrop, size) >= CONVERGED_PX:

@@ -17,6 +17,7 @@ from kpjax.detect import Detection
 from kpjax.errors import KpjaxError
 from kpjax.keypoints import KAGGLE_MEAN_FACE, KAGGLE_NAMES
 from kpjax.inference import Predictor
+from kpjax.sources.convert import mean_face
 
 K = {name: i for i, name in enumerate(KAGGLE_NAMES)}
 
@@ -153,6 +154,24 @@ def test_run_pipeline_predicts_each_photo_and_misses_what_the_detector_misses(tm
     assert list(records[0]["faces"][0]["keypoints"]) == list(KAGGLE_NAMES)
     metrics = photo_eval.score(photos, records)
     assert (metrics["found"], metrics["faces"]) == (1, 2)
+
+
+def test_label_fitted_crops_place_each_face_by_its_annotated_points(tmp_path, trained_run, monkeypatch):
+    """A network that always answers the mean face is exact on crops fitted to the labels, whatever the face's
+    place and size in the photo, and its frame-pixel errors come back at the photo's scale."""
+    write_photo_set(tmp_path, [(100, 100, 1.0), (160, 120, 1.4)])
+    photos = photo_eval.read_annotated_photos(str(tmp_path))
+    model, config = load_model(trained_run)
+    predictor = Predictor(model, config)
+    answer = mean_face(config.size).astype(np.float32)
+    monkeypatch.setattr(predictor, "frame_keypoints", lambda frames: (
+        np.repeat(answer[None], len(frames), 0), np.ones((len(frames), len(answer)), np.float32)))
+    records = photo_eval.run_label_fitted(predictor, photos)
+    metrics = photo_eval.score(photos, records)
+    assert (metrics["found"], metrics["false_faces"], metrics["ms_per_photo_median"]) == (2, 0, None)
+    assert metrics["nme_mean"] == pytest.approx(0.0, abs=1e-3)
+    for r, scale in zip(records, (1.0, 1.4)):
+        assert list(r["faces"][0]["errors"].values()) == pytest.approx([scale] * len(answer), abs=0.01)
 
 
 def test_cli_scores_predictions_of_any_pipeline_and_draws_the_ced(tmp_path, monkeypatch):
