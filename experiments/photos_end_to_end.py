@@ -68,8 +68,10 @@ def main() -> None:
         passes, flip_tta = PIPELINES.get(label, (1, False))
         net, config = loaded[model_dir]
         name = f"kpjax {(model_dir or Path('shipped')).name}, {label}"
+        same_faces = None
         if label == LABEL_FITTED:
             records = photo_eval.run_label_fitted(Predictor(net, config, batch_size=1), everything)
+            same_faces = _beside_the_pipeline(net, config, args.detector, everything, records)
         else:
             predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes,
                                   flip_tta=flip_tta)
@@ -78,7 +80,7 @@ def main() -> None:
         metrics = photo_eval.score(everything, records)
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))
         rows.append({"pipeline": name, "model": str(model_dir or "shipped"), "passes": passes,
-                     "flip_tta": flip_tta, "metrics": metrics})
+                     "flip_tta": flip_tta, "metrics": metrics} | ({"same_faces": same_faces} if same_faces else {}))
         print(f"{name}: {_line(metrics)}", flush=True)
     for spec in args.peer:
         peer, _, pattern = spec.partition("=")
@@ -100,8 +102,20 @@ def main() -> None:
         record["command"] = f"{earlier['command']}; then {record['command']}"
     write_analysis("photos-end-to-end", record, args.results)
     args.figure.parent.mkdir(parents=True, exist_ok=True)
-    photo_eval.plot_ced({row["pipeline"]: row["metrics"]["nmes"] for row in rows}, args.figure,
+    model = str(args.model or "shipped")  # its pipelines on this --detector and the crops fitted to the labels, and the peers
+    shown = [row for row in record["rows"] if row["passes"] is None or row["model"] == model and (
+        row["pipeline"].endswith(f", {args.detector} detector") or row["pipeline"].endswith(LABEL_FITTED))]
+    photo_eval.plot_ced({row["pipeline"]: row["metrics"]["nmes"] for row in shown}, args.figure,
                         title=f"{record['faces']} faces, validation persons of Helen and FG-NET")
+
+
+def _beside_the_pipeline(net, config, detector: str, photos: list, label_fitted: list[dict]) -> dict:
+    """The label-fitted crops and the pipeline (3 passes) on the same faces: those of the photos whose every face
+    the detector finds (the faces no detector finds are the harder ones, and only the label-fitted crops have them)."""
+    pipeline = photo_eval.run_pipeline(Predictor(net, config, make_detector(detector), batch_size=1, passes=3), photos)
+    found = [m.photo for m in photo_eval.match_records(photos, pipeline) if None not in m.matched]
+    return {"photos": len(found), "label_fitted": photo_eval.score(found, label_fitted),
+            "3 passes": photo_eval.score(found, pipeline)}
 
 
 def _line(m: dict) -> str:

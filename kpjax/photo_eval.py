@@ -305,7 +305,6 @@ def plot_ced(curves: dict[str, list[float]], path: Path, title: str = "") -> Non
     ax.set(xlabel="NME (% of outer-eye distance)", ylabel="share of found faces", xlim=(0, FAILURE_NME * 100),
            ylim=(0, 1), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)  # below: curves stay seen
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
