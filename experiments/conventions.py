@@ -1,6 +1,6 @@
 """Where the end-to-end error is systematic: each point's mean offset from each source's labels.
 
-    python experiments/conventions.py [--model RUN] [--peer-predictions PEER-SOURCE.json ...]
+    python experiments/conventions.py [--model RUN] [--peer NAME=PATTERN ...]
 
 The photos of helen-68-train and fgnet-68 go through `kpjax predict`'s pipeline (fast detector, 3 passes), as in
 experiments/photos_end_to_end.py, for the training persons and the validation persons apart. Each found face's
@@ -18,8 +18,8 @@ centre) and flips faces in training as such (x -> W-1-x); a source whose labels 
 as the .pts files of 300-W are: menpo/menpo#160) has its flipped copies off by -δ in x and its own by +δ, so
 the model learns δ in y and none in x. The flip-averaged model (flip TTA) is mirror-equivariant under
 x -> W-1-x, so its x residual on a source's label-fitted crops is that source's origin, read in photo pixels:
-on the training persons of every source, and with --peer-predictions, on MediaPipe's and dlib's points
-(predictions.json from benchmarks/photo_peers.py), which no kpjax label trained.
+on the training persons of every source, and with --peer (as experiments/photos_end_to_end.py takes it), on
+MediaPipe's and dlib's points (predictions.json from benchmarks/photo_peers.py), which no kpjax label trained.
 Writes results/analysis/conventions.json.
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 import numpy as np  # noqa: E402
 
 from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
-from photos_end_to_end import PHOTO_SOURCES  # noqa: E402
+from photos_end_to_end import PHOTO_SOURCES, read_peers  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
@@ -144,16 +143,11 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
-    parser.add_argument("--peer-predictions", type=Path, nargs="*", default=[],
-                        help="predictions.json files of other pipelines on the photos (benchmarks/photo_peers.py)")
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=PATTERN",
+                        help="a peer's predictions.json per source, {source} standing for helen or fgnet")
     parser.set_defaults(synthetic=0)
     args = parser.parse_args()
-    peer_records = {}
-    for path in args.peer_predictions:
-        try:
-            peer_records[path] = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            parser.error(f"--peer-predictions {path}: unreadable ({error})")
+    peers = read_peers(parser, args.peer)
     model, config = load_run(args.model)
     predictor = Predictor(model, config, make_detector("fast"))
     names = predictor.layout.names
@@ -164,14 +158,12 @@ def main() -> None:
         records = {side: photo_eval.run_pipeline(predictor, chosen[side]) for side in chosen}
         train, val = (face_frame_residuals(chosen[side], records[side]) for side in ("train", "val"))
         if source in ONE_BASED:  # the validation NME as the labels are read, and read 1-based
-            images = {str(Path(p.image).resolve()) for p in chosen["val"]}
-            covering = [(path.name, r) for path, r in peer_records.items()
-                        if any(str(Path(record["image"]).resolve()) in images for record in r)]
-            for name, scored in [("kpjax", records["val"]), *covering]:
-                one_based[f"{name} on {source}"] = {
+            pipelines = {"kpjax": records["val"], **{name: by_source[source] for name, by_source in peers.items()}}
+            for name, scored in pipelines.items():
+                one_based.setdefault(name, {})[source] = {
                     "as_read": photo_eval.score(chosen["val"], scored)["nme_mean"],
                     "one_based": photo_eval.score(moved(chosen["val"], -1.0), scored)["nme_mean"]}
-                print(f"{name} on {source}: validation NME {one_based[f'{name} on {source}']}", flush=True)
+                print(f"{name} on {source}: validation NME {one_based[name][source]}", flush=True)
         offsets = np.nanmean(train, axis=0)
         sources[source] = {
             "faces": {"train": len(train), "val": len(val)},
@@ -188,25 +180,25 @@ def main() -> None:
     print(f"both: {np.mean(before):.2%} -> {np.mean(after):.2%}")
     trained_on = dataclasses.replace(config, data=data_specs(args, [Path(spec).name for spec in config.data]))
     labels = label_geometry(load_training_data(trained_on))
-    origins, peers = {}, {}
+    origins, peer_origins = {}, {name: {} for name in peers}
     for spec in config.data:
         source = Path(spec).name
         photos = photo_eval.read_annotated_photos(str(args.data_root / source))
         origins[source] = pixel_origin(model, config, photo_eval.select_persons(photos, "train"))
         print(f"{source}: flip-averaged residual {origins[source]}", flush=True)
-        for path, peer in peer_records.items():
-            images = {str(Path(r["image"]).resolve()) for r in peer}
-            covered = [p for p in photos if str(Path(p.image).resolve()) in images]
-            if covered:
-                peers[f"{path.name} on {source}"] = peer_residuals(covered, peer)
-                print(f"{path.name} on {source}: residual {peers[f'{path.name} on {source}']}", flush=True)
+        for name, by_source in peers.items():
+            if source in by_source:
+                images = {str(Path(r["image"]).resolve()) for r in by_source[source]}
+                covered = [p for p in photos if str(Path(p.image).resolve()) in images]
+                peer_origins[name][source] = peer_residuals(covered, by_source[source])
+                print(f"{name} on {source}: residual {peer_origins[name][source]}", flush=True)
     write_analysis("conventions", {
         "command": "python " + shlex.join(["experiments/conventions.py", *sys.argv[1:]]),
         "frame": "x along the annotated outer-eye line (towards the subject's left eye), y across it (down); "
                  "percent of the outer-eye distance",
         "sources": sources, "val_nme": float(np.mean(before)), "val_nme_without_train_offsets": float(np.mean(after)),
         "label_geometry": labels,
-        "pixel_origin": {"flip_averaged_model_on_training_persons": origins, "peers": peers,
+        "pixel_origin": {"flip_averaged_model_on_training_persons": origins, "peers": peer_origins,
                          "validation_nme_with_labels_read_1_based": one_based},
     }, args.results)
 

@@ -38,6 +38,24 @@ PIPELINES = {"1 pass": (1, False), "2 passes": (2, False), "3 passes": (3, False
 LABEL_FITTED = "1 pass on the crop fitted to the annotated points"
 
 
+def read_peers(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, dict[str, list[dict]]]:
+    """Each ``--peer NAME=PATTERN``'s predictions.json records, per photo source (``{source}``: its short name)."""
+    peers = {}
+    for spec in specs:
+        name, _, pattern = spec.partition("=")
+        if not name or "{source}" not in pattern:
+            parser.error(f"--peer {spec}: expected NAME=PATTERN, {{source}} in PATTERN standing for "
+                         f"{' or '.join(PHOTO_SOURCES)}")
+        peers[name] = {}
+        for short, source in PHOTO_SOURCES.items():
+            path = Path(pattern.format(source=short))
+            try:
+                peers[name][source] = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                parser.error(f"--peer {name}: {path} unreadable ({error})")
+    return peers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="run directory (default: the shipped model)")
@@ -56,6 +74,7 @@ def main() -> None:
     parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "photos-worst",
                         help="where the worst faces of each kpjax pipeline are drawn (real faces: not committed)")
     args = parser.parse_args()
+    peers = read_peers(parser, args.peer)  # an unreadable file fails before any work
     runs = [(model, label) for model in args.compare for label in ("1 pass", "3 passes")]
     runs += [(args.model, label) for label in args.pipelines]
     loaded = {model_dir: load_run(model_dir) for model_dir, _ in runs}  # a missing run fails before any work
@@ -82,9 +101,8 @@ def main() -> None:
         rows.append({"pipeline": name, "model": str(model_dir or "shipped"), "passes": passes,
                      "flip_tta": flip_tta, "metrics": metrics} | ({"same_faces": same_faces} if same_faces else {}))
         print(f"{name}: {_line(metrics)}", flush=True)
-    for spec in args.peer:
-        peer, _, pattern = spec.partition("=")
-        records = [r for short in PHOTO_SOURCES for r in json.loads(Path(pattern.format(source=short)).read_text())]
+    for peer, by_source in peers.items():
+        records = [r for source_records in by_source.values() for r in source_records]
         metrics = photo_eval.score(everything, records)
         rows.append({"pipeline": peer, "model": peer, "passes": None, "flip_tta": False, "metrics": metrics})
         print(f"{peer}: {_line(metrics)}", flush=True)

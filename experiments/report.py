@@ -258,14 +258,11 @@ def _pixel_origin_lines(origin: dict | None) -> list[str]:
              "residual on a source's label-fitted crops, refined once, is minus that source's origin. Mean residual "
              "(predicted − labelled), photo px, up to 1000 faces of each source's training persons; beside it, the "
              "peers' on all photos (their points owe nothing to these labels):", "",
-             "| source | faces | kpjax flip-averaged x, y | " + " | ".join(
-                 f"{peer} x, y" for peer in sorted({key.split('-')[0] for key in peers})) + " |",
-             "|---|---|---|" + "---|" * len({key.split('-')[0] for key in peers})]
+             "| source | faces | kpjax flip-averaged x, y | " + " | ".join(f"{peer} x, y" for peer in peers) + " |",
+             "|---|---|---|" + "---|" * len(peers)]
     for source, r in ours.items():
-        cells = []
-        for peer in sorted({key.split('-')[0] for key in peers}):
-            found = [v for key, v in peers.items() if key.startswith(peer + "-") and key.endswith(f" on {source}")]
-            cells.append(f"{found[0]['x_px']:+.2f}, {found[0]['y_px']:+.2f}" if found else "–")
+        cells = [f"{by_source[source]['x_px']:+.2f}, {by_source[source]['y_px']:+.2f}" if source in by_source else "–"
+                 for by_source in peers.values()]
         lines.append(f"| {source} | {r['faces']} | {r['x_px']:+.2f}, {r['y_px']:+.2f} | " + " | ".join(cells) + " |")
     scored = origin.get("validation_nme_with_labels_read_1_based", {})
     if scored:
@@ -275,8 +272,8 @@ def _pixel_origin_lines(origin: dict | None) -> list[str]:
                   "mirrored photos (benchmarks/README.md), sees the same label offset in both axes there. Helen's "
                   "validation persons scored as the labels are read and read 1-based (labels − 1 px), end to end:", "",
                   "| pipeline | NME as read | read 1-based |", "|---|---|---|",
-                  *[f"| {name.split(' on ')[0].split('-')[0]} | {v['as_read']:.2%} | {v['one_based']:.2%} |"
-                    for name, v in scored.items()],
+                  *[f"| {name} | {v['as_read']:.2%} | {v['one_based']:.2%} |"
+                    for name, by_source in scored.items() for v in by_source.values()],
                   "", "So the yardstick's Helen labels, read as pixel indices, cost the pixel-exact peers more than "
                   "kpjax, which learned the offset in y. Reading .pts as 1-based (and FG-NET's, YouTube Faces', "
                   "AFLW's and MTFL's origins, which no documentation gives) moves every training label, so it "

@@ -141,3 +141,15 @@ def test_a_missing_run_is_a_one_line_error_with_status_2(tmp_path, script, model
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: {tmp_path / 'missing'}: not a kpjax run directory (no config.json)"
+
+
+@pytest.mark.parametrize("script", ["conventions.py", "photos_end_to_end.py"])
+@pytest.mark.parametrize("spec, message", [
+    ("mediapipe", "--peer mediapipe: expected NAME=PATTERN, {source} in PATTERN standing for helen or fgnet"),
+    ("mediapipe={missing}/{source}.json", "--peer mediapipe: {missing}/helen.json unreadable"),
+])
+def test_a_bad_peer_is_a_one_line_error_before_any_work(tmp_path, script, spec, message):
+    done = subprocess.run([sys.executable, EXPERIMENTS / script, "--peer", spec.replace("{missing}", str(tmp_path))],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{script}: error: " + message.replace("{missing}", str(tmp_path)))
