@@ -37,7 +37,7 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
+from common import ROOT, load_run, write_analysis  # noqa: E402
 from photos_end_to_end import PHOTO_SOURCES, read_peers  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
@@ -47,7 +47,6 @@ from kpjax.image import apply_affine, invert_affine, read_image, warp  # noqa: E
 from kpjax.inference import Predictor, predict_normalised, similarity_crop  # noqa: E402
 from kpjax.keypoints import IBUG68, KAGGLE, OUTER_CORNERS, denormalise  # noqa: E402
 from kpjax.sources.convert import fit_crop  # noqa: E402
-from kpjax.train import load_training_data  # noqa: E402
 
 LABEL_POINTS = ("nose_tip", "mouth_left_corner", "mouth_right_corner")
 ORIGIN_FACES = 1000  # per source, the training persons' faces drawn for the pixel origin
@@ -70,24 +69,22 @@ def face_frame_residuals(photos: list, records: list[dict]) -> np.ndarray:
     return np.array(residuals)
 
 
-def label_geometry(dataset, names: tuple[str, ...] = LABEL_POINTS) -> dict[str, dict[str, list[float]]]:
-    """Per source, the median position of ``names`` in its labels, relative to the eye centres' midpoint in the
-    frame of the line through them, in % of their distance: how each source marks these points (poses and
-    expressions differ between sources too, so this shows conventions only where they are large)."""
-    index = {name: k for k, name in enumerate(dataset.layout.names)}
+def label_geometry(points: np.ndarray, names: tuple[str, ...] = LABEL_POINTS) -> dict[str, list[float]]:
+    """The median position of ``names`` in one source's labels ((N, 15, 2) Kaggle points), relative to the eye
+    centres' midpoint in the frame of the line through them, in % of their distance: how the source marks these
+    points (poses and expressions differ between sources too, so this shows conventions only where they are
+    large)."""
+    index = {name: k for k, name in enumerate(KAGGLE.names)}
+    left, right = points[:, index["left_eye_center"]], points[:, index["right_eye_center"]]
+    distance = np.linalg.norm(left - right, axis=1)
+    along = (left - right) / distance[:, None]
+    across = np.stack([-along[:, 1], along[:, 0]], axis=1)
     result = {}
-    for source in np.unique(dataset.sources):
-        points = dataset.keypoints[dataset.sources == source]
-        left, right = points[:, index["left_eye_center"]], points[:, index["right_eye_center"]]
-        distance = np.linalg.norm(left - right, axis=1)
-        along = (left - right) / distance[:, None]
-        across = np.stack([-along[:, 1], along[:, 0]], axis=1)
-        result[str(source)] = {}
-        for name in names:
-            offset = points[:, index[name]] - (left + right) / 2
-            x, y = ((offset * axis).sum(axis=1) / distance for axis in (along, across))
-            if np.isfinite(x).any():
-                result[str(source)][name] = [round(float(100 * np.nanmedian(v)), 1) for v in (x, y)]
+    for name in names:
+        offset = points[:, index[name]] - (left + right) / 2
+        x, y = ((offset * axis).sum(axis=1) / distance for axis in (along, across))
+        if np.isfinite(x).any():
+            result[name] = [round(float(100 * np.nanmedian(v)), 1) for v in (x, y)]
     return result
 
 
@@ -178,12 +175,11 @@ def main() -> None:
         print(f"{source}: validation NME {sources[source]['val_nme']:.2%}, without the training persons' offsets "
               f"{sources[source]['val_nme_without_train_offsets']:.2%}", flush=True)
     print(f"both: {np.mean(before):.2%} -> {np.mean(after):.2%}")
-    trained_on = dataclasses.replace(config, data=data_specs(args, [Path(spec).name for spec in config.data]))
-    labels = label_geometry(load_training_data(trained_on))
-    origins, peer_origins = {}, {name: {} for name in peers}
+    labels, origins, peer_origins = {}, {}, {name: {} for name in peers}
     for spec in config.data:
         source = Path(spec).name
         photos = photo_eval.read_annotated_photos(str(args.data_root / source))
+        labels[source] = label_geometry(np.stack([face[KAGGLE.name] for photo in photos for face in photo.faces]))
         origins[source] = pixel_origin(model, config, photo_eval.select_persons(photos, "train"))
         print(f"{source}: flip-averaged residual {origins[source]}", flush=True)
         for name, by_source in peers.items():

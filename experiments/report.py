@@ -234,7 +234,7 @@ def _conventions_section(record: dict) -> list[str]:
     labels = record.get("label_geometry")
     if labels:
         points = list(next(iter(labels.values())))
-        lines += ["", "The labels alone, every face the model trained or validated on: each point's median position "
+        lines += ["", "The labels alone, every annotated face of each source the model trained on: each point's median position "
                   "relative to the eye centres' midpoint, along and across the line through them, in % of their "
                   "distance (the sources' poses and expressions differ too):", "",
                   "| source | " + " | ".join(points) + " |", "|---|" + "---|" * len(points),

@@ -251,3 +251,20 @@ def test_conventions_read_a_pipelines_pixel_offset_in_photo_pixels(tmp_path, mon
     records = [record(photo.image, [(photo_eval.face_square(truth), truth + (0.7, -0.3))])
                for photo, truth in zip(photos, truths)]
     assert peer_residuals(photos, records) == {"faces": 2, "x_px": 0.7, "y_px": -0.3}
+
+
+def test_label_geometry_is_the_same_whatever_the_faces_roll_size_and_place(monkeypatch):
+    """Where a source puts the nose and mouth, relative to the eyes: a rolled, scaled and moved copy of a face marks
+    them the same (experiments/conventions.py)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    from conventions import label_geometry
+
+    angle = np.deg2rad(20)
+    roll = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    faces = np.stack([KAGGLE_MEAN_FACE, 1.7 * KAGGLE_MEAN_FACE @ roll.T + (300, 40)])
+    upright, rolled = label_geometry(faces[:1]), label_geometry(faces[1:])
+    assert upright.keys() == rolled.keys() == {"nose_tip", "mouth_left_corner", "mouth_right_corner"}
+    np.testing.assert_allclose([upright[k] for k in upright], [rolled[k] for k in upright], atol=0.11)
+    eyes = (KAGGLE_MEAN_FACE[K["left_eye_center"]] + KAGGLE_MEAN_FACE[K["right_eye_center"]]) / 2
+    distance = np.linalg.norm(KAGGLE_MEAN_FACE[K["left_eye_center"]] - KAGGLE_MEAN_FACE[K["right_eye_center"]])
+    assert upright["nose_tip"][1] == pytest.approx(100 * (KAGGLE_MEAN_FACE[K["nose_tip"]][1] - eyes[1]) / distance, abs=1)
