@@ -206,6 +206,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "confidence_reliability.png")
     args = parser.parse_args()
+    missing = [spec for spec in data_specs(args, args.sources or []) if not Path(spec).exists()]
+    if missing:
+        parser.error(f"--sources: {missing[0]}: no such file or folder")
     model, config = load_run(args.model)
     sources = args.sources or [Path(spec).name for spec in config.data]
     config = dataclasses.replace(config, data=data_specs(args, sources))

@@ -183,10 +183,8 @@ def main() -> None:
         origins[source] = pixel_origin(model, config, photo_eval.select_persons(photos, "train"))
         print(f"{source}: flip-averaged residual {origins[source]}", flush=True)
         for name, by_source in peers.items():
-            if source in by_source:
-                images = {str(Path(r["image"]).resolve()) for r in by_source[source]}
-                covered = [p for p in photos if str(Path(p.image).resolve()) in images]
-                peer_origins[name][source] = peer_residuals(covered, by_source[source])
+            if source in by_source:  # the photos it has no record of are skipped as missing
+                peer_origins[name][source] = peer_residuals(photos, by_source[source])
                 print(f"{name} on {source}: residual {peer_origins[name][source]}", flush=True)
     write_analysis("conventions", {
         "command": "python " + shlex.join(["experiments/conventions.py", *sys.argv[1:]]),

@@ -69,7 +69,7 @@ def main() -> None:
             figures[name] = {"val_rmse_px": trained.best_val["val_rmse_px"], "val_nme": trained.best_val["val_nme"],
                              "best_epoch": trained.best_epoch, "seconds": round(time.perf_counter() - started, 1)}
         result["sources"][source] = figures
-        print(source, {k: v for k, v in figures.items()}, flush=True)
+        print(source, figures, flush=True)
     write_analysis("fine-tune", result, args.results)
 
 

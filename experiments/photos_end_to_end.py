@@ -82,7 +82,7 @@ def main() -> None:
     photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)), "val")
               for short, name in PHOTO_SOURCES.items()}
     everything = [p for group in photos.values() for p in group]
-    rows = []
+    rows, pipeline_records = [], {}  # (model, pipeline) -> records, for the label-fitted row's comparison
     for model_dir, label in runs:
         passes, flip_tta = PIPELINES.get(label, (1, False))
         net, config = loaded[model_dir]
@@ -90,11 +90,12 @@ def main() -> None:
         same_faces = None
         if label == LABEL_FITTED:
             records = photo_eval.run_label_fitted(Predictor(net, config, batch_size=1), everything)
-            same_faces = _beside_the_pipeline(net, config, args.detector, everything, records)
+            same_faces = _beside_the_pipeline(net, config, args.detector, everything, records,
+                                              pipeline_records.get((model_dir, "3 passes")))
         else:
             predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes,
                                   flip_tta=flip_tta)
-            records = photo_eval.run_pipeline(predictor, everything)
+            records = pipeline_records[model_dir, label] = photo_eval.run_pipeline(predictor, everything)
             name += f", {args.detector} detector"
         metrics = photo_eval.score(everything, records)
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))
@@ -127,10 +128,15 @@ def main() -> None:
                         title=f"{record['faces']} faces, validation persons of Helen and FG-NET")
 
 
-def _beside_the_pipeline(net, config, detector: str, photos: list, label_fitted: list[dict]) -> dict:
-    """The label-fitted crops and the pipeline (3 passes) on the same faces: those of the photos whose every face
-    the detector finds (the faces no detector finds are the harder ones, and only the label-fitted crops have them)."""
-    pipeline = photo_eval.run_pipeline(Predictor(net, config, make_detector(detector), batch_size=1, passes=3), photos)
+def _beside_the_pipeline(net, config, detector: str, photos: list, label_fitted: list[dict],
+                         pipeline: list[dict] | None) -> dict:
+    """The label-fitted crops and the pipeline (3 passes: its records, when this run made them) on the same faces:
+    those of the photos whose every face the detector finds (the faces no detector finds are the harder ones, and
+    only the label-fitted crops have them)."""
+    if pipeline is None:
+        passes, _ = PIPELINES["3 passes"]
+        predictor = Predictor(net, config, make_detector(detector), batch_size=1, passes=passes)
+        pipeline = photo_eval.run_pipeline(predictor, photos)
     found = [m.photo for m in photo_eval.match_records(photos, pipeline) if None not in m.matched]
     return {"photos": len(found), "label_fitted": photo_eval.score(found, label_fitted),
             "3 passes": photo_eval.score(found, pipeline)}
@@ -138,7 +144,8 @@ def _beside_the_pipeline(net, config, detector: str, photos: list, label_fitted:
 
 def _line(m: dict) -> str:
     return (f"found {m['detection_rate']:.1%}, NME {m['nme_mean']:.2%} (median {m['nme_median']:.2%}), "
-            f"failures {m['failure_rate']:.1%}, AUC {m['auc10']:.3f}, {m['ms_per_photo_median'] or 0:.0f} ms/photo")
+            f"failures {m['failure_rate']:.1%}, AUC {m['auc10']:.3f}, "
+            + ("no detector" if m["ms_per_photo_median"] is None else f"{m['ms_per_photo_median']:.0f} ms/photo"))
 
 
 if __name__ == "__main__":

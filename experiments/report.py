@@ -172,7 +172,7 @@ def _markup_section(record: dict) -> list[str]:
     """The shipped model fine-tuned on the 68-point sources alone: one markup, end to end per source."""
     models = record["models"]
     sources = list(next(iter(models.values()))["sources"])
-    tuned = [m for m in models.values() if "confidence" in m]
+    tuned = next(m for m in models.values() if "confidence" in m)  # the run scored for its error head too
     lines = ["", "#### Fine-tuned to the 68-point sources' markup alone", "",
              "Helen, FG-NET and YouTube Faces all mark iBUG's 68 points; AFLW and MTFL mark theirs. The shipped model "
              "fine-tuned on the three 68-point sources alone (`kpjax train --init default`, their training persons), "
@@ -183,17 +183,17 @@ def _markup_section(record: dict) -> list[str]:
         lines.append(f"| {label} | " + " | ".join(
             f"{r['nme_mean']:.2%} / {r['failure_rate']:.1%} / {r['found']}"
             for r in (m["sources"][s] for s in sources)) + " |")
-    if tuned:
-        c = tuned[0]["confidence"]
-        lines += ["", "It moves the model towards the markup the headline scores (Helen, FG-NET) and away from "
-                  "YouTube Faces', though YouTube Faces is most of what it fine-tuned on, and its error head, no longer "
-                  "meeting hidden points, loses some of what it knew: aflw-21's hidden points ranked at AUC "
-                  f"{c['aflw_hidden_auc']:.3f}, the per-point Spearman end to end {c['spearman_points_end_to_end']:.3f} "
-                  f"({c['spearman_points_per_eye_distance']:.3f} per outer-eye distance), "
-                  f"actual over expected error on label-fitted crops {c['actual_over_expected_label_fitted']:.2f} "
-                  f"(`{c['command']}`; the shipped model's are in \"How far off is each point?\"). Not shipped: it trades one source's convention for another's.",
-                  "", "Commands: " + "; ".join(f"`{m['train']}` (best epoch {m['best_epoch']})"
-                                                for m in models.values() if "train" in m)]
+    c = tuned["confidence"]
+    lines += ["", "It moves the model towards the markup the headline scores (Helen, FG-NET) and away from "
+              "YouTube Faces', though YouTube Faces is most of what it fine-tuned on, and its error head, no longer "
+              "meeting hidden points, loses some of what it knew: aflw-21's hidden points ranked at AUC "
+              f"{c['aflw_hidden_auc']:.3f}, the per-point Spearman end to end {c['spearman_points_end_to_end']:.3f} "
+              f"({c['spearman_points_per_eye_distance']:.3f} per outer-eye distance), "
+              f"actual over expected error on label-fitted crops {c['actual_over_expected_label_fitted']:.2f} "
+              f"(`{c['command']}`; the shipped model's are in \"How far off is each point?\"). Not shipped: it trades "
+              "one source's convention for another's.",
+              "", "Commands: " + "; ".join(f"`{m['train']}` (best epoch {m['best_epoch']})"
+                                            for m in models.values() if "train" in m)]
     return lines
 
 
@@ -241,13 +241,11 @@ def _conventions_section(record: dict) -> list[str]:
                   *[f"| {source} | " + " | ".join(f"({found[p][0]:+.1f}, {found[p][1]:+.1f})" if p in found else "–"
                                                   for p in points) + " |"
                     for source, found in labels.items()]]
-    return lines + _pixel_origin_lines(record.get("pixel_origin")) + [""]
+    return lines + _pixel_origin_lines(record["pixel_origin"]) + [""]
 
 
-def _pixel_origin_lines(origin: dict | None) -> list[str]:
+def _pixel_origin_lines(origin: dict) -> list[str]:
     """Where each source puts its pixel origin, read in x by the mirror-equivariant (flip-averaged) model."""
-    if not origin:
-        return []
     ours, peers = origin["flip_averaged_model_on_training_persons"], origin["peers"]
     lines = ["", "#### Where each source puts its pixel origin", "",
              "kpjax reads every label as a pixel index (0 = the first pixel's centre) and flips faces in training as "
@@ -264,21 +262,20 @@ def _pixel_origin_lines(origin: dict | None) -> list[str]:
         cells = [f"{by_source[source]['x_px']:+.2f}, {by_source[source]['y_px']:+.2f}" if source in by_source else "–"
                  for by_source in peers.values()]
         lines.append(f"| {source} | {r['faces']} | {r['x_px']:+.2f}, {r['y_px']:+.2f} | " + " | ".join(cells) + " |")
-    scored = origin.get("validation_nme_with_labels_read_1_based", {})
-    if scored:
-        lines += ["", "Every source's x residual is negative and every y residual near 0: each source's origin lies "
-                  "between 0.3 and 1.1 px past the pixel index, and what the model learned of it shows in y only. "
-                  "Helen's −1.08 is its documented 1-based origin; MediaPipe, whose pixel convention is checked on "
-                  "mirrored photos (benchmarks/README.md), sees the same label offset in both axes there. Helen's "
-                  "validation persons scored as the labels are read and read 1-based (labels − 1 px), end to end:", "",
-                  "| pipeline | NME as read | read 1-based |", "|---|---|---|",
-                  *[f"| {name} | {v['as_read']:.2%} | {v['one_based']:.2%} |"
-                    for name, by_source in scored.items() for v in by_source.values()],
-                  "", "So the yardstick's Helen labels, read as pixel indices, cost the pixel-exact peers more than "
-                  "kpjax, which learned the offset in y. Reading .pts as 1-based (and FG-NET's, YouTube Faces', "
-                  "AFLW's and MTFL's origins, which no documentation gives) moves every training label, so it "
-                  "needs a model retrained on the labels so read before its figures mean anything: left for a "
-                  "session with a GPU (`experiments/device_train.py`)."]
+    scored = origin["validation_nme_with_labels_read_1_based"]
+    lines += ["", "Every source's x residual is negative and every y residual near 0: each source's origin lies "
+              "between 0.3 and 1.1 px past the pixel index, and what the model learned of it shows in y only. "
+              "Helen's −1.08 is its documented 1-based origin; MediaPipe, whose pixel convention is checked on "
+              "mirrored photos (benchmarks/README.md), sees the same label offset in both axes there. Helen's "
+              "validation persons scored as the labels are read and read 1-based (labels − 1 px), end to end:", "",
+              "| pipeline | NME as read | read 1-based |", "|---|---|---|",
+              *[f"| {name} | {v['as_read']:.2%} | {v['one_based']:.2%} |"
+                for name, by_source in scored.items() for v in by_source.values()],
+              "", "So the yardstick's Helen labels, read as pixel indices, cost the pixel-exact peers more than "
+              "kpjax, which learned the offset in y. Reading .pts as 1-based (and FG-NET's, YouTube Faces', "
+              "AFLW's and MTFL's origins, which no documentation gives) moves every training label, so it "
+              "needs a model retrained on the labels so read before its figures mean anything: left for a "
+              "session with a GPU (`experiments/device_train.py`)."]
     return lines
 
 
@@ -439,18 +436,17 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
                  f"{sp['median']:.3f} ({sp['min']:.3f}) | {e['spearman_under_the_model']:.3f} | {sp['pooled']:.3f} | "
                  f"{e['reliability_faces']['ratio_actual_to_expected']:.2f} (faces' NME) | {flag(e['flagging'])} |")
     hidden = record["aflw_hidden_points"]
-    interval = e.get("spearman_points_interval")
-    lines += [""] + ([f"- End to end, the median Spearman per point has a 95 % bootstrap interval of {interval[0]:.3f} "
-                      f"to {interval[1]:.3f} (the faces drawn again with replacement, 200 times)."] if interval else [])
-    if "spearman_points_per_eye_distance" in e:
-        lines += [f"- End to end the errors are in the photo's pixels, so a big face's points rank above a small "
-                  "face's: the face's size alone (its annotated outer-eye distance, one value for all its points) "
-                  f"gives a median Spearman per point of {e['spearman_points_face_size_alone']['median']:.3f}. Both "
-                  "errors taken in units of that distance, the head ranks the points at "
-                  f"{e['spearman_points_per_eye_distance']['median']:.3f} "
-                  f"({e['spearman_points_per_eye_distance']['min']:.3f} at worst), about as on crops. The first "
-                  "figure is what a user's photos of mixed sizes see; the second is the head's own knowledge of "
-                  "which points are doubtful."]
+    low, high = e["spearman_points_interval"]
+    lines += ["", f"- End to end, the median Spearman per point has a 95 % bootstrap interval of {low:.3f} "
+              f"to {high:.3f} (the faces drawn again with replacement, 200 times).",
+              "- End to end the errors are in the photo's pixels, so a big face's points rank above a small "
+              "face's: the face's size alone (its annotated outer-eye distance, one value for all its points) "
+              f"gives a median Spearman per point of {e['spearman_points_face_size_alone']['median']:.3f}. Both "
+              "errors taken in units of that distance, the head ranks the points at "
+              f"{e['spearman_points_per_eye_distance']['median']:.3f} "
+              f"({e['spearman_points_per_eye_distance']['min']:.3f} at worst), about as on crops. The first "
+              "figure is what a user's photos of mixed sizes see; the second is the head's own knowledge of "
+              "which points are doubtful."]
     lines += [f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
               f"the same threshold flags {e['flagging']['false_faces_flagged']} of the {e['flagging']['false_faces']} "
               "false faces.",

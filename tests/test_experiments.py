@@ -153,3 +153,11 @@ def test_a_bad_peer_is_a_one_line_error_before_any_work(tmp_path, script, spec, 
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"{script}: error: " + message.replace("{missing}", str(tmp_path)))
+
+
+def test_a_missing_source_is_a_one_line_error_before_any_work(tmp_path):
+    done = subprocess.run([sys.executable, EXPERIMENTS / "confidence.py", "--data-root", tmp_path, "--sources", "nosuch"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"confidence.py: error: --sources: {tmp_path / 'nosuch'}: "
+                                                     "no such file or folder")
