@@ -2,12 +2,13 @@
 detectors (``--detector fast`` and ``thorough``) and the frontal Haar cascade kpjax had before the verifier,
 alternated run by run under the same load.
 
-    python benchmarks/photo_latency.py [--model RUN_DIR] [--runs 40]
+    python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--runs 40]
 
 Stages: decode (the JPEG), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
 map back to the photo) and overlay (drawing and JPEG encoding, as ``kpjax predict`` writes a JPEG photo's
 overlay). Prints the median of each stage and of the whole photo (decode to keypoints; the overlay apart),
-and the load average before and after.
+and the load average before and after. ``--compare`` adds other models (e.g. the previous default) with the fast
+detector to the alternation, so their ratio to the model's comes from the same runs.
 """
 
 from __future__ import annotations
@@ -54,12 +55,15 @@ def stages(predictor: Predictor, path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, action="append", default=[], help="another model, fast detector")
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     model, config = load_model(args.model)
     predictors = {name: Predictor(model, config, make_detector(name)) for name in DETECTORS}
     predictors["haar (before)"] = Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4,
                                                                         verifier=None))
+    for other in args.compare:
+        predictors[f"fast, {other.name}"] = Predictor(*load_model(other), make_detector("fast"))
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:
@@ -74,9 +78,10 @@ def main() -> None:
                 runs[name].append(stages(predictor, path))
         load_after = Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average {' '.join(load_before)} -> {' '.join(load_after)}; medians of {args.runs} alternated runs, ms")
-    print(f"{'stage':16}" + "".join(f"{name:>16}" for name in runs))
+    width = max(16, *(len(name) + 2 for name in runs))
+    print(f"{'stage':16}" + "".join(f"{name:>{width}}" for name in runs))
     for stage in runs["fast"][0]:
-        print(f"{stage:16}" + "".join(f"{statistics.median(r[stage] for r in rs):16.1f}" for rs in runs.values()))
+        print(f"{stage:16}" + "".join(f"{statistics.median(r[stage] for r in rs):{width}.1f}" for rs in runs.values()))
     for name in runs:
         if name != "fast":
             ratio = statistics.median(a["photo"] / b["photo"] for a, b in zip(runs["fast"], runs[name]))

@@ -1,12 +1,14 @@
-"""How configs/photo_wide.py was trained on the GPU lent to a session, whose calls carry at most 64 MiB: the
-converted faces (configs/photo.py's, 144x144 grey crops with 24 px of context) travel as WebP at quality 85
-(51 MB, PSNR 41.9 dB against the crops), and every variant trains in parallel on the one GPU.
+"""How configs/photo_wide.py and configs/photo_hires.py were trained on the GPU lent to a session, whose calls
+carry at most 64 MiB: the converted faces travel as WebP (configs/photo.py's 144x144 grey crops with 24 px of
+context at quality 85: 51 MB, PSNR 41.9 dB against the crops; photo_hires.py's 192x192 crops at quality 80:
+56 MB), and every variant trains in parallel on the one GPU.
 
-    python experiments/device_train.py pack                      # here: writes .devrun/{images.bin,meta.npz}
-    python experiments/device_train.py drive BUDGET_S OUT        # there: calibrate, train, tar each run to OUT
+    python experiments/device_train.py pack [CONFIG [QUALITY]]   # here: writes .devrun/{images.bin,meta.npz}
+    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL ...]   # there: calibrate, train, tar runs
     python experiments/device_train.py resume BUDGET_S OUT MODEL:EPOCHS:RUN_DIR ...   # there: continue runs
 
-On a machine that holds the data, `kpjax train --config configs/photo_wide.py` is the same training.
+The packed faces are CONFIG's (default configs/photo.py), and every run trains CONFIG's recipe with its model and
+epochs replaced. On a machine that holds the data, `kpjax train --config CONFIG` is the same training.
 """
 import dataclasses
 import os
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 PACKED = Path(".devrun")  # kept out of git by .git/info/exclude; carried to the device
-VARIANTS = {"heatmap": "heatmap", "wide": "heatmap-wide"}
+VARIANTS = {"heatmap": "heatmap", "wide": "heatmap-wide"}  # drive's runs unless its command line names others
 LIMIT = int(os.environ.get("KPJAX_DEV_LIMIT", "0"))  # faces, for a local smoke test
 
 
@@ -41,26 +43,32 @@ def load_dataset():
                    meta["sources"][:n], hidden)
 
 
-def pack(quality: int = 85) -> None:
+def packed_config():
+    from kpjax.config import load_config
+
+    return load_config(Path(str(np.load(PACKED / "meta.npz")["config"])))
+
+
+def pack(config: str = "configs/photo.py", quality: int = 85) -> None:
     import cv2
     from kpjax.config import load_config
     from kpjax.train import load_training_data
 
-    dataset = load_training_data(load_config(Path("configs/photo.py")))
+    dataset = load_training_data(load_config(Path(config)))
     blobs = [cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, quality])[1].tobytes() for image in dataset.images]
     PACKED.mkdir(exist_ok=True)
     (PACKED / "images.bin").write_bytes(b"".join(blobs))
     np.savez_compressed(PACKED / "meta.npz", offsets=np.cumsum([0] + [len(b) for b in blobs]),
                         keypoints=dataset.keypoints, layout=dataset.layout.name, groups=dataset.groups,
-                        sources=dataset.sources, hidden=dataset.hidden, shape=np.array(dataset.images.shape))
+                        sources=dataset.sources, hidden=dataset.hidden, shape=np.array(dataset.images.shape),
+                        config=config)
     print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
 
 
 def train_one(model: str, epochs: int, run_dir: str, resume: bool = False) -> None:
-    from kpjax.config import load_config
     from kpjax.train import train
 
-    config = dataclasses.replace(load_config(Path("configs/photo.py")), model=model, epochs=epochs)
+    config = dataclasses.replace(packed_config(), model=model, epochs=epochs)
     train(config, Path(run_dir), resume=resume, dataset=load_dataset())
 
 
@@ -79,7 +87,14 @@ def epochs_of(run_dir: Path) -> list[dict]:
 
 
 def tar_run(run_dir: Path, out: Path) -> None:
-    """The run without its latest checkpoint (the best one and the records are what come back)."""
+    """The run's records and its best model, resealed without the optimizer state (a file that comes back holds
+    at most 16 MB); the latest checkpoint stays there."""
+    import shutil
+    from kpjax.rundir import write_manifest
+
+    for step in (run_dir / "checkpoints" / "best").glob("[0-9]*"):
+        shutil.rmtree(step / "opt_state", ignore_errors=True)
+        write_manifest(step)
     with tarfile.open(out / f"run-{run_dir.name}.tar.gz", "w:gz") as tar:
         tar.add(run_dir, arcname=run_dir.name, filter=lambda m: None if "/checkpoints/latest" in m.name else m)
 
@@ -94,7 +109,7 @@ def wait_all(procs: dict, deadline: float) -> None:
             proc.wait(timeout=60)
 
 
-def drive(budget: float, out: Path) -> None:
+def drive(budget: float, out: Path, variants: dict[str, str]) -> None:
     start = time.time()
     work = Path("/tmp/kpjax-gpu")
     work.mkdir(exist_ok=True)
@@ -106,11 +121,11 @@ def drive(budget: float, out: Path) -> None:
           jax.devices(), flush=True)
     cal_epochs = 3
     procs = {name: launch("train", model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log")
-             for name, model in VARIANTS.items()}
+             for name, model in variants.items()}
     wait_all(procs, start + 240)
     calibration = time.time() - start
     plan = {}
-    for name in VARIANTS:
+    for name in variants:
         history = epochs_of(work / f"cal-{name}")
         print(name, "calibration", [(h["epoch"], h["seconds"], round(h["val_rmse_px"], 3)) for h in history],
               flush=True)
@@ -128,7 +143,7 @@ def drive(budget: float, out: Path) -> None:
     for name, (epoch_s, overhead) in plan.items():
         epochs = int(min(400, (left - overhead) / (epoch_s * 1.05)))
         print(f"{name}: {epochs} epochs at {epoch_s:.2f} s (overhead {overhead:.0f} s)", flush=True)
-        procs[name] = launch("train", VARIANTS[name], epochs, work / name, work / f"{name}.log")
+        procs[name] = launch("train", variants[name], epochs, work / name, work / f"{name}.log")
     wait_all(procs, deadline)
     for name in procs:
         history = epochs_of(work / name)
@@ -156,8 +171,9 @@ def resume(budget: float, out: Path, jobs: list[str]) -> None:
 
 
 COMMANDS = {
-    "pack": lambda: pack(),
-    "drive": lambda budget, out: drive(float(budget), Path(out)),
+    "pack": lambda config="configs/photo.py", quality="85": pack(config, int(quality)),
+    "drive": lambda budget, out, *variants: drive(float(budget), Path(out),
+                                                  dict(v.split("=") for v in variants) or VARIANTS),
     "train": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir),
     "resume": lambda budget, out, *jobs: resume(float(budget), Path(out), list(jobs)),
     "resume-one": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir, resume=True),

@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--detector", choices=tuple(DETECTORS), default="fast",
                         help="kpjax's face detector for every kpjax row (the peers bring their own)")
     parser.add_argument("--append", action="store_true",
-                        help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it")
+                        help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it "
+                             "(a pipeline measured again replaces its earlier row)")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "photos_ced.png")
     parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "photos-worst",
@@ -116,9 +117,7 @@ def main() -> None:
     }
     existing = args.results / "analysis" / "photos-end-to-end.json"
     if args.append and existing.exists():
-        earlier = json.loads(existing.read_text())
-        record["rows"] = earlier["rows"] + rows
-        record["command"] = f"{earlier['command']}; then {record['command']}"
+        record = appended(json.loads(existing.read_text()), record)
     write_analysis("photos-end-to-end", record, args.results)
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     model = str(args.model or "shipped")  # its pipelines on this --detector and the crops fitted to the labels, and the peers
@@ -126,6 +125,14 @@ def main() -> None:
         row["pipeline"].endswith(f", {args.detector} detector") or row["pipeline"].endswith(LABEL_FITTED))]
     photo_eval.plot_ced({row["pipeline"]: row["metrics"]["nmes"] for row in shown}, args.figure,
                         title=f"{record['faces']} faces, validation persons of Helen and FG-NET")
+
+
+def appended(earlier: dict, record: dict) -> dict:
+    """``record``'s rows after ``earlier``'s, each pipeline measured again replacing its earlier row, so that the rows
+    a table compares come from one run."""
+    remeasured = {row["pipeline"] for row in record["rows"]}
+    return record | {"rows": [row for row in earlier["rows"] if row["pipeline"] not in remeasured] + record["rows"],
+                     "command": f"{earlier['command']}; then {record['command']}"}
 
 
 def _beside_the_pipeline(net, config, detector: str, photos: list, label_fitted: list[dict],

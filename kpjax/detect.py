@@ -24,6 +24,7 @@ import numpy as np
 
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine
+from kpjax.keypoints import KAGGLE_SIZE
 from kpjax.sources.convert import fit_crop, kaggle_points
 from kpjax.verify import FaceVerifier, Scorer, load_verifier, patches
 
@@ -75,8 +76,9 @@ def frame_box(matrix: np.ndarray, size: int) -> tuple[float, float, float, float
 
 
 def is_face_crop(image: np.ndarray, size: int) -> bool:
-    """A ``size`` x ``size`` image (Kaggle's 96 x 96 grey crops) is a face already framed for the model."""
-    return image.shape[0] == image.shape[1] == size
+    """A square image of the model's ``size`` or of Kaggle's 96 x 96 is a face already framed for the model (a
+    128-pixel model is handed Kaggle's crops too)."""
+    return image.shape[0] == image.shape[1] and image.shape[0] in (size, KAGGLE_SIZE)
 
 
 def overlap(box: Sequence[float], others: np.ndarray) -> np.ndarray:

@@ -145,7 +145,8 @@ def _space_to_depth_2x(x: jax.Array) -> jax.Array:
 
 
 class HeatmapCNN(nnx.Module):
-    """A small encoder-decoder: one heatmap per keypoint at 1/4 resolution, decoded by a spatial soft-argmax.
+    """A small encoder-decoder: one heatmap per keypoint at 1/4 resolution (1/2 with ``fine``), decoded by a
+    spatial soft-argmax.
 
     The soft-argmax (the expected position under a softmax over the map) is
     differentiable and sub-pixel, so the same coordinate MSE trains it; unlike a
@@ -157,7 +158,8 @@ class HeatmapCNN(nnx.Module):
     """
 
     def __init__(self, *, num_outputs: int, size: int, channels: int, rngs: nnx.Rngs,
-                 widths: tuple[int, ...] = (32, 64, 96, 96), decoder: int = 64, error_head: bool = False):
+                 widths: tuple[int, ...] = (32, 64, 96, 96), decoder: int = 64, fine: bool = False,
+                 error_head: bool = False):
         if size % 16:
             raise KpjaxError(f"--model heatmap needs a --size divisible by 16, got {size}")
         self.size = size
@@ -168,9 +170,15 @@ class HeatmapCNN(nnx.Module):
         self.up_8_to_4 = conv(widths[2], decoder)
         self.skip_4 = nnx.Conv(widths[1], decoder, (1, 1), rngs=rngs)
         self.decoder_norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in (widths[2], decoder)])
-        self.heatmaps = nnx.Conv(decoder, num_outputs // 2, (1, 1), rngs=rngs)
+        if fine:  # a last stage up to 1/2, half as wide, skipped from the stem: 2-px heatmap cells, not 4
+            self.up_4_to_2 = conv(decoder, decoder // 2)
+            self.skip_2 = nnx.Conv(widths[0], decoder // 2, (1, 1), rngs=rngs)
+            self.fine_norm = nnx.BatchNorm(decoder // 2, momentum=0.9, rngs=rngs)
+        self.fine = fine
+        head_channels = decoder // 2 if fine else decoder
+        self.heatmaps = nnx.Conv(head_channels, num_outputs // 2, (1, 1), rngs=rngs)
         # Created last, so the keypoint layers draw the same initial weights with or without it.
-        self.error_head = ErrorHead(decoder, widths[3], rngs=rngs) if error_head else None
+        self.error_head = ErrorHead(head_channels, widths[3], rngs=rngs) if error_head else None
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, with_error: bool = False):
         """(N, 2K) keypoints; with ``with_error``, also each keypoint's log expected error in frame pixels
@@ -188,7 +196,7 @@ class HeatmapCNN(nnx.Module):
         return points, log_error
 
     def _features(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        """The decoder's features at 1/4 resolution and the encoder's at 1/16."""
+        """The decoder's features at 1/4 resolution (1/2 with ``fine``) and the encoder's at 1/16."""
         x = jax.nn.relu(self.encoder[0](_space_to_depth_2x(x)))
         features = [x]  # at 1/2, 1/4, 1/8 and 1/16 of the input
         for conv, norm in zip(self.encoder[1:], self.encoder_norms):
@@ -198,6 +206,9 @@ class HeatmapCNN(nnx.Module):
         x = jax.nn.relu(self.decoder_norms[0](x, use_running_average=not train))
         x = _upsample_2x(self.up_8_to_4(x)) + self.skip_4(features[1])
         x = jax.nn.relu(self.decoder_norms[1](x, use_running_average=not train))
+        if self.fine:
+            x = _upsample_2x(self.up_4_to_2(x)) + self.skip_2(features[0])
+            x = jax.nn.relu(self.fine_norm(x, use_running_average=not train))
         return x, features[3]
 
     def _soft_argmax(self, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -247,11 +258,16 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "resnet-small": functools.partial(ResNet, widths=(16, 32, 64, 128), hidden=128),
     "heatmap": HeatmapCNN,
     "heatmap-wide": functools.partial(HeatmapCNN, widths=(48, 96, 144, 144), decoder=96),
+    # Wider at 1/8 and 1/16, where channels are cheap: 1.9 M parameters for about twice heatmap-wide's time, and
+    # end to end no better than heatmap-wide; more pixels were (configs/photo_hires.py).
+    "heatmap-xl": functools.partial(HeatmapCNN, widths=(64, 128, 256, 256), decoder=128),
+    # Heatmap cells of 2 px instead of 4, for 1.6x heatmap-wide's time: at 128 x 128, no better than it either.
+    "heatmap-fine": functools.partial(HeatmapCNN, widths=(48, 96, 144, 144), decoder=96, fine=True),
 }
 
 
 # The models that can estimate each keypoint's error (``error_head``): the heatmap models, from their heatmaps.
-WITH_ERROR_HEAD = ("heatmap", "heatmap-wide")
+WITH_ERROR_HEAD = ("heatmap", "heatmap-wide", "heatmap-xl", "heatmap-fine")
 
 
 def create_model(name: str, *, num_outputs: int, size: int, channels: int, seed: int = 0,

@@ -133,6 +133,18 @@ def test_spearman_interval_brackets_the_median_per_point_spearman(experiments_im
     assert low < spearman_per_keypoint(expected, actual, names)["median"] < high < 1.0
 
 
+def test_appended_rows_replace_the_pipelines_measured_again(experiments_importable):
+    from photos_end_to_end import appended
+
+    earlier = {"command": "python a", "rows": [{"pipeline": "old model", "ms": 15}, {"pipeline": "new model", "ms": 15},
+                                               {"pipeline": "mediapipe", "ms": 5}]}
+    record = {"command": "python b", "faces": 3, "rows": [{"pipeline": "new model", "ms": 20}, {"pipeline": "x", "ms": 9}]}
+    merged = appended(earlier, record)
+    assert [(row["pipeline"], row["ms"]) for row in merged["rows"]] == [
+        ("old model", 15), ("mediapipe", 5), ("new model", 20), ("x", 9)]
+    assert merged["command"] == "python a; then python b" and merged["faces"] == 3
+
+
 @pytest.mark.parametrize("script, model_option", [("ensemble.py", ()), ("conventions.py", ("--model",)),
                                                   ("error_likelihood.py", ("--model",)),
                                                   ("photos_end_to_end.py", ("--model",))])

@@ -48,7 +48,7 @@ class PoolNet(nnx.Module):
         return self.head(x.reshape(x.shape[0], -1))
 
 
-@pytest.mark.parametrize("name", ["resnet-small", "heatmap", "pool-net"])
+@pytest.mark.parametrize("name", ["resnet-small", "heatmap", "heatmap-fine", "pool-net"])
 def test_other_layers_export(name):
     config = TrainConfig()  # the frame: 96x96 grey, Kaggle's keypoints
     if name == "pool-net":

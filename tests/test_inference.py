@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,3 +83,20 @@ def test_similarity_crop_takes_a_turned_and_moved_face_back_to_the_mean_face():
 def test_predictor_refuses_no_passes(model):
     with pytest.raises(KpjaxError, match="--passes 0: expected at least 1"):
         Predictor(model, TrainConfig(), passes=0)
+
+
+def test_a_kaggle_crop_is_taken_as_a_face_by_a_model_of_another_size():
+    """A 128-pixel model handed Kaggle's 96 x 96 crops predicts on each whole crop, scaled into its frame, and never
+    looks for a face in it: the points it gives the crop resized to 128 x 128, scaled back."""
+    model = create_model("heatmap", num_outputs=30, size=128, channels=1, seed=0)
+    config = TrainConfig(model="heatmap", size=128)
+
+    def no_detector(image):
+        raise AssertionError("a face crop went to the detector")
+
+    crop = make_faces(1, seed=3).images[0]
+    [[face]] = Predictor(model, config, no_detector, passes=1)([crop])
+    assert face.score is None and face.box[2:] == pytest.approx((96.0, 96.0))
+    resized = cv2.resize(crop, (128, 128), interpolation=cv2.INTER_LINEAR)[..., None]
+    [[big]] = Predictor(model, config, no_detector, passes=1)([resized])
+    np.testing.assert_allclose((face.points + 0.5) * 128 / 96 - 0.5, big.points, atol=0.5)

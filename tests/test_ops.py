@@ -178,11 +178,12 @@ def test_heatmap_soft_argmax_decodes_a_peak_to_its_cell_centre():
     np.testing.assert_allclose(flat_spread[0], 4 * np.sqrt(2 * (24**2 - 1) / 12), rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["heatmap", "heatmap-wide"])
-def test_heatmap_model_predicts_keypoints_and_trains_its_batch_statistics(name):
+@pytest.mark.parametrize("name, cell", [("heatmap", 4), ("heatmap-wide", 4), ("heatmap-fine", 2)])
+def test_heatmap_model_predicts_keypoints_and_trains_its_batch_statistics(name, cell):
     model = create_model(name, num_outputs=30, size=96, channels=1)
     x = jnp.asarray(np.random.default_rng(0).random((3, 96, 96, 1)), jnp.float32)
     assert model(x).shape == (3, 30)
+    assert model._features(x, train=False)[0].shape[1:3] == (96 // cell, 96 // cell)  # the heatmaps' resolution
     before = np.asarray(model.encoder_norms[0].mean[...])
     model(x, rngs=nnx.Rngs(0))  # training mode updates the running statistics
     assert not np.allclose(before, model.encoder_norms[0].mean[...])
