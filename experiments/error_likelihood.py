@@ -2,7 +2,7 @@
 model's frozen features, and scored on its validation faces beside the head that trained with the model.
 
     python experiments/error_likelihood.py --model runs/photo_wide [--epochs 6] [--jitter 1 2 3]
-        [--hidden [--save runs/photo_wide-hidden]]
+        [--hidden [--hidden-only] [--save runs/photo_wide-hidden]]
 
 The head learns from the keypoints' stop-gradient residuals either way (kpjax/train_step.error_nll is the
 Laplace one kpjax trains with); fitting it afterwards on the finished model isolates the likelihood from
@@ -42,7 +42,7 @@ from confidence import (aflw_hidden_points, crop_errors, end_to_end, flagging, r
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import make_augmentation  # noqa: E402
-from kpjax.checkpoint import RunCheckpoints  # noqa: E402
+from kpjax.checkpoint import RunCheckpoints, best_progress  # noqa: E402
 from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.models import create_model, to_input  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
@@ -114,18 +114,18 @@ def fit_head(model, config, train_set, likelihood, epochs: int, jitter: float = 
 
 
 def save_run(model, source: Path, destination: Path, record: dict) -> None:
-    """``model`` as a run directory: ``source``'s files and its best checkpoint with ``model``'s parameters (the
-    optimizer state and progress stay the source's), plus ``refit.json`` saying how the head was refitted.
-    Written beside ``destination`` and renamed into place whole, so a kill leaves no half run."""
+    """``model`` as a run directory to ship: ``source``'s files and its best checkpoint's step and progress with
+    ``model``'s weights and a fresh optimizer state (a run trained on a GPU comes back without one), plus
+    ``refit.json`` saying how the head was refitted. Written beside ``destination`` and renamed into place whole,
+    so a kill leaves no half run."""
     partial = destination.with_name(f"{destination.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)  # what an earlier, killed --save left
     shutil.copytree(source, partial, ignore=shutil.ignore_patterns("checkpoints"))
     _, state = init_state(model, make_optimizer(TrainConfig.load(source), steps_per_epoch=1))
-    restored, progress = RunCheckpoints(source).restore(state)
-    [step] = [int(p.name) for p in (source / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    step, progress = best_progress(source)
     checkpoints = RunCheckpoints(partial)
-    checkpoints.save("best", step, {**restored, "params": state["params"]}, progress)
+    checkpoints.save("best", step, state, progress)
     checkpoints.close()
     (partial / "refit.json").write_text(json.dumps(record, indent=2) + "\n")
     partial.rename(destination)
@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--hidden", action="store_true",
                         help="also refit the trained head with the hidden points (train_step.error_nll's censored "
                              "term), from where it is, at a learning rate of 3e-4 (a fresh head's: 1e-3)")
+    parser.add_argument("--hidden-only", action="store_true",
+                        help="with --hidden: refit that head alone, without the likelihoods compared (to ship a model)")
     parser.add_argument("--save", type=Path, default=None,
                         help="with --hidden: write the model with that head as this run directory")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
@@ -163,6 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.save and not args.hidden:
         parser.error("--save keeps the head that --hidden refits: add --hidden")
+    if args.hidden_only and not args.hidden:
+        parser.error("--hidden-only refits the head that --hidden refits: add --hidden")
     if args.save and args.save.exists():
         parser.error(f"--save {args.save}: already exists; name a new run directory")
     model, config = load_run(args.model)
@@ -172,7 +176,7 @@ def main() -> None:
     train_set, val = dataset.subset(train_index), dataset.subset(val_index)
     result = {"command": "python " + shlex.join(["experiments/error_likelihood.py", *sys.argv[1:]]),
               "trained with the model (laplace)": scores(model, config, val, args.data_root)}
-    fits = [("gaussian", 1.0)] + [("laplace", jitter) for jitter in args.jitter]
+    fits = [] if args.hidden_only else [("gaussian", 1.0)] + [("laplace", jitter) for jitter in args.jitter]
     for likelihood, jitter in fits:
         label = f"fitted afterwards ({likelihood}" + (f", {jitter:g}x jitter)" if jitter != 1.0 else ")")
         result[label] = scores(fit_head(model, config, train_set, likelihood, args.epochs, jitter), config, val,

@@ -18,6 +18,7 @@ from common import CONFIGS, HEADLINE, ROOT, evaluation_sets
 from error_likelihood import HIDDEN_FIT
 
 from kpjax.config import TrainConfig, load_config
+from kpjax.keypoints import KAGGLE_SIZE
 
 SEED_REPORTED = {"train_mse": 9.37e-4, "train_mae": 0.0230, "val_mse": 0.0393, "val_mae": 0.0728}
 
@@ -31,6 +32,20 @@ def _row(result: dict, seed_rmse: float | None) -> str:
             f"{result['best_epoch']} of {result['epochs_run']} | "
             f"{result['params'] / 1e6:.2f} M | {result['wall_seconds'] / 60:.1f} min{where} | "
             f"{result['train_images_per_second']:.0f} |")
+
+
+def _in_kaggle_px(result: dict) -> dict:
+    """The result with its RMSEs in pixels of the 96 x 96 frame, whatever frame size its model reads (the MSE and
+    MAE, in the seed's normalised units, and the NME do not depend on it)."""
+    scale = KAGGLE_SIZE / result["config"]["size"]
+
+    def scaled(evaluation: dict) -> dict:
+        per_keypoint = {k: v * scale for k, v in evaluation.get("per_keypoint_rmse_px", {}).items()}
+        by_source = {k: scaled(v) for k, v in evaluation.get("by_source", {}).items()}
+        return evaluation | {"rmse_px": evaluation["rmse_px"] * scale} | (
+            {"per_keypoint_rmse_px": per_keypoint} if per_keypoint else {}) | ({"by_source": by_source} if by_source else {})
+
+    return result | {"evaluations": {name: scaled(e) for name, e in result["evaluations"].items()}}
 
 
 def _change(config: dict) -> str:
@@ -106,7 +121,9 @@ def _photos_section(record: dict) -> list[str]:
              "distance (300-W's normaliser); failures: NME > 10 % (of found faces); AUC of the CED to 10 %; Kaggle px: "
              "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
              "photo may show unannotated faces too). ms/photo: median, decode to keypoints, one photo at a time, on "
-             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md).", "",
+             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of photo_wide-hidden, "
+             "photo_wide-xl and photo_hires* were measured in one session, the others in earlier ones, under other "
+             "loads, so ms compare only within a session.", "",
              "| pipeline | found | false faces / photo | NME mean (median) | failures | AUC@10% | Kaggle px | "
              "ms / photo |", "|---|---|---|---|---|---|---|---|",
              *[f"| {row['pipeline']} | {cells(row['metrics'])}" for row in record["rows"]]]
@@ -141,15 +158,23 @@ def _photos_section(record: dict) -> list[str]:
         ("the wider heatmap CNN, 0.69 M parameters against 0.31 M (configs/photo_wide.py, 295 epochs on a GPU, best "
          "epoch 210)", f"kpjax photo-long, 3 passes{haar}", f"kpjax photo_wide, 3 passes{haar}"),
         ("its error head refitted with aflw-21's hidden points (`experiments/error_likelihood.py --hidden`: the same "
-         "keypoints, another expected NME to drop non-faces by; the shipped model)", f"kpjax photo_wide, 3 passes{haar}",
-         f"kpjax photo_wide-hidden, 3 passes{haar}"),
-        ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_wide-hidden, 1 pass{haar}",
-         f"kpjax photo_wide-hidden, 2 passes{haar}"),
-        ("a third pass", f"kpjax photo_wide-hidden, 2 passes{haar}", f"kpjax photo_wide-hidden, 3 passes{haar}"),
-        ("flip test-time augmentation", f"kpjax photo_wide-hidden, 3 passes{haar}",
-         f"kpjax photo_wide-hidden, 3 passes + flip TTA{haar}"),
+         "keypoints, another expected NME to drop non-faces by; the model shipped before)",
+         f"kpjax photo_wide, 3 passes{haar}", f"kpjax photo_wide-hidden, 3 passes{haar}"),
+        ("a still wider CNN at 96 x 96, 1.9 M parameters (`heatmap-xl`, 217 epochs on a GPU, best epoch 90)",
+         f"kpjax photo_wide-hidden, 3 passes{haar}", f"kpjax photo_wide-xl, 3 passes{haar}"),
+        ("faces at 128 x 128 instead of 96 x 96 (configs/photo_hires.py, 230 epochs on a GPU, best epoch 197)",
+         f"kpjax photo_wide-hidden, 3 passes{haar}", f"kpjax photo_hires, 3 passes{haar}"),
+        ("at 128 x 128, a last decoder stage at 1/2 resolution (`heatmap-fine`, trained beside it: 199 epochs, best "
+         "epoch 90)", f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-fine, 3 passes{haar}"),
+        ("photo_hires's error head refitted with aflw-21's hidden points (the shipped model)",
+         f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
+        ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_hires-hidden, 1 pass{haar}",
+         f"kpjax photo_hires-hidden, 2 passes{haar}"),
+        ("a third pass", f"kpjax photo_hires-hidden, 2 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
+        ("flip test-time augmentation", f"kpjax photo_hires-hidden, 3 passes{haar}",
+         f"kpjax photo_hires-hidden, 3 passes + flip TTA{haar}"),
         ("`--detector thorough` (Haar frontal and profile proposals, kept by the face-verifier CNN)",
-         f"kpjax photo_wide-hidden, 3 passes{haar}", "kpjax photo_wide-hidden, 3 passes, thorough detector"),
+         f"kpjax photo_hires-hidden, 3 passes{haar}", "kpjax photo_hires-hidden, 3 passes, thorough detector"),
     ]
     bought = [f"- {what}: NME {nme[a]['nme_mean']:.2%} → **{nme[b]['nme_mean']:.2%}**, failures "
               f"{nme[a]['failure_rate']:.1%} → {nme[b]['failure_rate']:.1%}, {nme[a]['ms_per_photo_median']:.0f} → "
@@ -503,7 +528,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "EXPERIMENTS.md")
     args = parser.parse_args()
     figures = args.out.parent / "experiments" / "figures"
-    results = sorted((json.loads(p.read_text()) for p in args.results.glob("*.json")),
+    results = sorted((_in_kaggle_px(json.loads(p.read_text())) for p in args.results.glob("*.json")),
                      key=lambda r: -r["evaluations"][HEADLINE]["rmse_px"])  # from the seed's recipe down
     sweep = [json.loads(p.read_text()) for p in sorted((args.results / "gpu").glob("*.json"))]
     seed = next((r for r in results if r["name"] == "seed"), None)

@@ -145,6 +145,20 @@ class RunCheckpoints:
             manager.close()
 
 
+def best_progress(run_dir: Path) -> tuple[int, dict]:
+    """The step and progress record of a run's best checkpoint, which may hold no optimizer state (a run
+    trimmed to what inference needs, as the GPU runs come back)."""
+    manager = _manager(Path(run_dir) / "checkpoints" / "best", create=False, read_only=True)
+    try:
+        found = restore_first({"best": manager}, ("best",), ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    finally:
+        manager.close()
+    if found is None:
+        raise KpjaxError(f"{run_dir}: no whole best checkpoint")
+    _, step, restored = found
+    return step, restored["progress"]
+
+
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default"
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -173,3 +176,26 @@ def test_a_missing_source_is_a_one_line_error_before_any_work(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (f"confidence.py: error: --sources: {tmp_path / 'nosuch'}: "
                                                      "no such file or folder")
+
+
+def test_a_refitted_model_is_saved_from_a_run_without_optimizer_state(trained_run, tmp_path, experiments_importable):
+    """error_likelihood.py --save keeps a refitted model as a run to ship, from a run trained on a GPU, which comes
+    back with its best weights and progress alone (device_train.tar_run)."""
+    from error_likelihood import save_run
+
+    from kpjax.checkpoint import best_progress, load_model
+    from kpjax.rundir import write_manifest
+
+    source = tmp_path / "from-the-gpu"
+    shutil.copytree(trained_run, source, ignore=shutil.ignore_patterns("latest"))
+    for step in (source / "checkpoints" / "best").glob("[0-9]*"):
+        shutil.rmtree(step / "opt_state")
+        write_manifest(step)
+    model, _ = load_model(source)
+    save_run(model, source, tmp_path / "refitted", {"head": "refitted"})
+    saved, _ = load_model(tmp_path / "refitted")
+    for got, want in zip(jax.tree.leaves(nnx.state(saved)), jax.tree.leaves(nnx.state(model))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert best_progress(tmp_path / "refitted") == best_progress(source)
+    assert json.loads((tmp_path / "refitted" / "refit.json").read_text()) == {"head": "refitted"}
+    assert not (tmp_path / "refitted.partial").exists()
