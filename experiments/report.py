@@ -40,7 +40,7 @@ def _in_kaggle_px(result: dict) -> dict:
     scale = KAGGLE_SIZE / result["config"]["size"]
 
     def scaled(evaluation: dict) -> dict:
-        per_keypoint = {k: v * scale for k, v in evaluation.get("per_keypoint_rmse_px", {}).items()}
+        per_keypoint = {k: v if v is None else v * scale for k, v in evaluation.get("per_keypoint_rmse_px", {}).items()}
         by_source = {k: scaled(v) for k, v in evaluation.get("by_source", {}).items()}
         return evaluation | {"rmse_px": evaluation["rmse_px"] * scale} | (
             {"per_keypoint_rmse_px": per_keypoint} if per_keypoint else {}) | ({"by_source": by_source} if by_source else {})
@@ -439,8 +439,8 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
              "hidden, which have no residual, by the likelihood that their error exceeds a threshold: "
              "kpjax/train_step.py error_nll) gives each point an expected error and each face an expected NME, its "
              "quality score. The shipped head was refitted so, on the finished model's frozen features "
-             "(`experiments/error_likelihood.py --hidden`, below): the model had trained before hidden points were "
-             "kept. Validation persons only; failures: NME > 10 %; "
+             "(`experiments/error_likelihood.py --hidden`, below), a step kept from the models trained before hidden "
+             "points were. Validation persons only; failures: NME > 10 %; "
              "the flagging threshold is the expected NME's 90th percentile among the good faces (<= 10 % false alarms).",
              "", "Model: the median Spearman if the errors were drawn from the head's own Laplace model (a point's "
              "error scatters around its expected value by about half of it, so even a perfect estimate ranks "
@@ -504,8 +504,9 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
                              f"{e['flagging']['failures_flagged']} of {e['flagging']['failures']} | {hidden} |")
         before, refit = likelihood.get("trained with the model (laplace)"), likelihood.get(HIDDEN_FIT)
         if before and refit:
-            lines += ["", f"The shipped head is the last row, refitted from the first with the hidden points "
-                      f"(`--hidden --save`): hidden points' AUC {before['aflw_hidden_points']['auc']:.3f} → "
+            lines += ["", f"The last row is the first refitted with the hidden points (`--hidden --save`), as the "
+                      f"shipped model's head was refitted (photo_hires's, `--hidden --hidden-only --save`): on {model}, "
+                      f"hidden points' AUC {before['aflw_hidden_points']['auc']:.3f} → "
                       f"{refit['aflw_hidden_points']['auc']:.3f}, Spearman per point end to end "
                       f"{before['end_to_end']['spearman_points']['median']:.3f} → "
                       f"{refit['end_to_end']['spearman_points']['median']:.3f}, calibrated on jittered crops "
