@@ -25,6 +25,7 @@ from skimage import data
 
 from kpjax.checkpoint import load_model
 from kpjax.detect import DETECTORS, FaceDetector, make_detector
+from kpjax.errors import KpjaxError
 from kpjax.image import read_image
 from kpjax.inference import Predictor
 from kpjax.records import draw_faces
@@ -58,12 +59,15 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, action="append", default=[], help="another model, fast detector")
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
-    model, config = load_model(args.model)
+    try:
+        model, config = load_model(args.model)
+        others = {f"fast, {other.name}": load_model(other) for other in args.compare}
+    except KpjaxError as error:
+        parser.error(str(error))
     predictors = {name: Predictor(model, config, make_detector(name)) for name in DETECTORS}
     predictors["haar (before)"] = Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4,
                                                                         verifier=None))
-    for other in args.compare:
-        predictors[f"fast, {other.name}"] = Predictor(*load_model(other), make_detector("fast"))
+    predictors |= {name: Predictor(*loaded, make_detector("fast")) for name, loaded in others.items()}
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:

@@ -89,12 +89,9 @@ def epochs_of(run_dir: Path) -> list[dict]:
 def tar_run(run_dir: Path, out: Path) -> None:
     """The run's records and its best model, resealed without the optimizer state (a file that comes back holds
     at most 16 MB); the latest checkpoint stays there."""
-    import shutil
-    from kpjax.rundir import write_manifest
+    from kpjax.checkpoint import drop_optimizer_state
 
-    for step in (run_dir / "checkpoints" / "best").glob("[0-9]*"):
-        shutil.rmtree(step / "opt_state", ignore_errors=True)
-        write_manifest(step)
+    drop_optimizer_state(run_dir)
     with tarfile.open(out / f"run-{run_dir.name}.tar.gz", "w:gz") as tar:
         tar.add(run_dir, arcname=run_dir.name, filter=lambda m: None if "/checkpoints/latest" in m.name else m)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -145,9 +146,17 @@ class RunCheckpoints:
             manager.close()
 
 
+def drop_optimizer_state(run_dir: Path) -> None:
+    """Trim a run's best checkpoint to what inference needs, resealed (the runs a lent GPU sends back); such a
+    run loads and ships, but does not resume."""
+    for step in (Path(run_dir) / "checkpoints" / "best").glob("[0-9]*"):
+        shutil.rmtree(step / "opt_state", ignore_errors=True)
+        write_manifest(step)
+
+
 def best_progress(run_dir: Path) -> tuple[int, dict]:
-    """The step and progress record of a run's best checkpoint, which may hold no optimizer state (a run
-    trimmed to what inference needs, as the GPU runs come back)."""
+    """The step and progress record of a run's best checkpoint, which may hold no optimizer state
+    (``drop_optimizer_state``)."""
     manager = _manager(Path(run_dir) / "checkpoints" / "best", create=False, read_only=True)
     try:
         found = restore_first({"best": manager}, ("best",), ocp.args.Composite(progress=ocp.args.JsonRestore()))

@@ -134,3 +134,10 @@ def test_peers_bench_mistakes_are_one_line(tmp_path):
                           (("--rounds", "0"), "error: --rounds 0: expected at least 1")]:
         done = run(str(PEERS_BENCH), *args)
         assert done.returncode == 2 and done.stderr.strip() == message and done.stdout == ""
+
+
+def test_photo_latency_names_a_missing_model_in_one_line(tmp_path):
+    done = run(str(PEERS_BENCH.with_name("photo_latency.py")), "--compare", str(tmp_path / "missing"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"photo_latency.py: error: {tmp_path / 'missing'}: not a kpjax run directory (no config.json)")

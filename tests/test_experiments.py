@@ -183,14 +183,12 @@ def test_a_refitted_model_is_saved_from_a_run_without_optimizer_state(trained_ru
     back with its best weights and progress alone (device_train.tar_run)."""
     from error_likelihood import save_run
 
-    from kpjax.checkpoint import best_progress, load_model
-    from kpjax.rundir import write_manifest
+    from kpjax.checkpoint import best_progress, drop_optimizer_state, load_model
 
     source = tmp_path / "from-the-gpu"
     shutil.copytree(trained_run, source, ignore=shutil.ignore_patterns("latest"))
-    for step in (source / "checkpoints" / "best").glob("[0-9]*"):
-        shutil.rmtree(step / "opt_state")
-        write_manifest(step)
+    drop_optimizer_state(source)
+    assert not list((source / "checkpoints" / "best").glob("*/opt_state"))
     model, _ = load_model(source)
     save_run(model, source, tmp_path / "refitted", {"head": "refitted"})
     saved, _ = load_model(tmp_path / "refitted")
