@@ -159,6 +159,10 @@ def end_to_end(model, config, data_root: Path) -> dict:
         "spearman_points_face_size_alone": spearman_per_keypoint(face_size, point_actual, predictor.layout.names),
         "spearman_points_per_eye_distance": spearman_per_keypoint(point_expected / face_size,
                                                                  point_actual / face_size, predictor.layout.names),
+        # What a score of the whole face could reach at best: each point ranked by its face's actual RMS error.
+        "spearman_points_face_error_known": spearman_per_keypoint(
+            np.repeat(np.sqrt((point_actual**2).mean(axis=1, keepdims=True)), point_actual.shape[1], axis=1),
+            point_actual, predictor.layout.names),
         "spearman_faces": float(stats.spearmanr(face_expected, face_actual).statistic),
         "flagging": flagging(face_expected, face_actual > photo_eval.FAILURE_NME, np.array(false_expected)),
         "nme_mean": float(face_actual.mean()),

@@ -1,7 +1,8 @@
 """Train the photo recipes and record their figures, scored with flip test-time augmentation, in
 results/RECIPE.json: configs/photo.py (the best recipe on jittered crops with context, AFLW's and MTFL's faces
 added; 48 min on a 2-core CPU), configs/photo_wide.py (the same on the wider heatmap CNN, 295 epochs, for a GPU)
-or configs/photo_hires.py (the shipped model's: photo_wide's at 128 x 128, for a GPU).
+configs/photo_hires.py (the shipped model's: photo_wide's at 128 x 128, for a GPU) or configs/photo_160.py
+(the same at 160 x 160, for a GPU).
 
     python experiments/photo_recipe.py
     python experiments/photo_recipe.py --recipe photo_hires --run-root runs   # on a GPU
@@ -13,7 +14,7 @@ from common import parse_args, recipe_config, run_recipe
 
 
 def main() -> None:
-    args = parse_args(__doc__, recipes=("photo", "photo_wide", "photo_hires"))
+    args = parse_args(__doc__, recipes=("photo", "photo_wide", "photo_hires", "photo_160"))
     run_recipe(args.recipe, recipe_config(args.recipe, args), args, flip_tta=True)
 
 

@@ -121,9 +121,10 @@ def _photos_section(record: dict) -> list[str]:
              "distance (300-W's normaliser); failures: NME > 10 % (of found faces); AUC of the CED to 10 %; Kaggle px: "
              "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
              "photo may show unannotated faces too). ms/photo: median, decode to keypoints, one photo at a time, on "
-             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of photo_wide-hidden, "
-             "photo_wide-xl and photo_hires* were measured in one session, the others in earlier ones, under other "
-             "loads, so ms compare only within a session.", "",
+             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the fast-detector rows of "
+             "photo_hires-hidden and photo_160 were measured in one session (2026-11-27, the second), those of "
+             "photo_wide-hidden, photo_wide-xl and the other photo_hires rows in one before it, the rest in earlier "
+             "ones, under other loads, so ms compare only within a session.", "",
              "| pipeline | found | false faces / photo | NME mean (median) | failures | AUC@10% | Kaggle px | "
              "ms / photo |", "|---|---|---|---|---|---|---|---|",
              *[f"| {row['pipeline']} | {cells(row['metrics'])}" for row in record["rows"]]]
@@ -168,10 +169,14 @@ def _photos_section(record: dict) -> list[str]:
          "epoch 90)", f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-fine, 3 passes{haar}"),
         ("photo_hires's error head refitted with aflw-21's hidden points (the shipped model)",
          f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
+        ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
+         "shipped: 1.56x the pixels, and as much time as flip TTA for 0.02 points more)", f"kpjax photo_hires-hidden, 3 passes{haar}",
+         f"kpjax photo_160, 3 passes{haar}"),
         ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_hires-hidden, 1 pass{haar}",
          f"kpjax photo_hires-hidden, 2 passes{haar}"),
         ("a third pass", f"kpjax photo_hires-hidden, 2 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
-        ("flip test-time augmentation", f"kpjax photo_hires-hidden, 3 passes{haar}",
+        ("flip test-time augmentation (the last crop predicted mirrored too: one more pass of the network)",
+         f"kpjax photo_hires-hidden, 3 passes{haar}",
          f"kpjax photo_hires-hidden, 3 passes + flip TTA{haar}"),
         ("`--detector thorough` (Haar frontal and profile proposals, kept by the face-verifier CNN)",
          f"kpjax photo_hires-hidden, 3 passes{haar}", "kpjax photo_hires-hidden, 3 passes, thorough detector"),
@@ -472,6 +477,11 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
               f"({e['spearman_points_per_eye_distance']['min']:.3f} at worst), about as on crops. The first "
               "figure is what a user's photos of mixed sizes see; the second is the head's own knowledge of "
               "which points are doubtful."]
+    if "spearman_points_face_error_known" in e:
+        lines.append("- A score of the whole face, however good, ranks its points no better than the face's actual "
+                     "RMS error, known exactly, does: a median Spearman per point of "
+                     f"{e['spearman_points_face_error_known']['median']:.3f}. What lifts the head above that must "
+                     "come from each point's own doubt.")
     lines += [f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
               f"the same threshold flags {e['flagging']['false_faces_flagged']} of the {e['flagging']['false_faces']} "
               "false faces.",

@@ -116,6 +116,7 @@ class Predictor:
     Each detected face is predicted, re-cropped from its own keypoints (``similarity_crop``) and predicted
     again, up to ``passes`` times or until its crop moves less than ``CONVERGED_PX``: the detector's box
     places the first crop only roughly, the keypoints place the next one the way training crops are placed.
+    With ``flip_tta``, the last crop is predicted mirrored too (``with_mirrored``).
     A detected face whose expected NME (its quality score) is above ``not_a_face_nme`` is dropped as no face.
     """
 
@@ -151,7 +152,7 @@ class Predictor:
         batch = min(self.batch_size, 1 << (n - 1).bit_length())
         if n < batch:
             frames = np.concatenate([frames, np.zeros((batch - n, *frames.shape[1:]), frames.dtype)])
-        normalised, errors = predict_with_errors(self.forward, frames, batch, self.flip_permutation)
+        normalised, errors = predict_with_errors(self.forward, frames, batch)
         points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
         return points, None if errors is None else errors[:n]
 
@@ -164,6 +165,18 @@ class Predictor:
         return [(apply_affine(invert_affine(matrix), frame_points),  # errors: frame pixels times the crop's scale
                  None if expected is None else expected[j] / np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
                 for j, ((_, matrix), frame_points) in enumerate(zip(crops, predicted))]
+
+    def with_mirrored(self, images: list[np.ndarray], matrices: list[np.ndarray], points: list[np.ndarray],
+                      errors: list[np.ndarray | None]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Flip test-time augmentation on each face's last crop alone: its keypoints (and expected errors)
+        averaged with those of the mirrored crop, mapped back and their left and right swapped. The passes before
+        only place that crop."""
+        size, swap = self.config.size, list(self.flip_permutation)
+        mirror = np.array([[-1.0, 0.0, size - 1], [0.0, 1.0, 0.0]])
+        mirrored = self.placed_keypoints([(image, mirror @ np.vstack([m, [0.0, 0.0, 1.0]]))
+                                          for image, m in zip(images, matrices)])
+        return ([(p + q[swap]) / 2 for p, (q, _) in zip(points, mirrored)],
+                [None if e is None else (e + f[swap]) / 2 for e, (_, f) in zip(errors, mirrored)])
 
     def __call__(self, images: list[np.ndarray], detections: list[list[Detection]] | None = None) -> list[list[Face]]:
         """Every face of every image, the crops of all images predicted together, pass by pass; ``detections``
@@ -189,6 +202,8 @@ class Predictor:
             active = still_moving
             if not active:
                 break
+        if self.flip_permutation is not None:
+            points, errors = self.with_mirrored([images[i] for i, _, _ in faces], matrices, points, errors)
         result: list[list[Face]] = [[] for _ in images]
         for (i, d, _), face_points, face_errors in zip(faces, points, errors):
             quality = None if face_errors is None else expected_nme(face_points, face_errors, self.layout.name)

@@ -273,10 +273,13 @@ def _summary(nmes: list, false_faces: list[int], ms: list) -> dict:
 
 def draw_worst(photos: list[AnnotatedPhoto], records: list[dict], out_dir: Path, count: int = 12) -> list[Path]:
     """The ``count`` found faces with the highest NME, each cut from its photo with the annotated points (green)
-    and the predicted ones (red): the pictures to look at before trusting the figures."""
+    and the predicted ones (red): the pictures to look at before trusting the figures. They replace the faces an
+    earlier call drew in ``out_dir`` (its ``NN_nme*.png`` alone), so the folder shows one run."""
     found = [(nme, m.photo, truth, predicted, detection["box"]) for m in match_records(photos, records)
              for _, detection, predicted, truth, nme in m.found()]
     out_dir.mkdir(parents=True, exist_ok=True)
+    for earlier in out_dir.glob("[0-9][0-9]_nme*.png"):
+        earlier.unlink()
     written = []
     for rank, (nme, photo, truth, predicted, box) in enumerate(sorted(found, key=lambda f: -np.nan_to_num(f[0]))[:count]):
         image = read_image(photo.image)

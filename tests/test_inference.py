@@ -69,6 +69,22 @@ def test_flip_tta_is_mirror_equivariant_in_pixel_index_coordinates(model):
     np.testing.assert_allclose(mirrored, np.asarray(expected), atol=1e-5)
 
 
+def test_predictor_flip_tta_is_mirror_equivariant_in_the_photo():
+    """The Predictor mirrors each face's last crop and maps its points back to the photo: mirror a whole (not
+    square) image taken as one face and its points mirror with it (x -> W - 1 - x, sides swapped), their
+    expected errors swapped with them."""
+    model = create_model("heatmap", num_outputs=30, size=96, channels=1, seed=0, error_head=True)
+    config = TrainConfig(model="heatmap")
+    predictor = Predictor(model, config, detector=None, flip_tta=True)
+    image = cv2.resize(make_faces(1, seed=4).images[0], (120, 100), interpolation=cv2.INTER_LINEAR)[..., None]
+    [[face]], [[mirrored]] = predictor([image]), predictor([np.ascontiguousarray(image[:, ::-1])])
+    swap = list(KAGGLE.flip_permutation)
+    np.testing.assert_allclose(face.points, mirrored.points[swap] * [-1, 1] + [image.shape[1] - 1, 0], atol=1e-3)
+    np.testing.assert_allclose(face.errors, mirrored.errors[swap], rtol=1e-4)
+    [[plain]] = Predictor(model, config, detector=None)([image])
+    assert np.abs(plain.points - face.points).max() > 1e-3  # the untrained network is not mirror-symmetric
+
+
 def test_similarity_crop_takes_a_turned_and_moved_face_back_to_the_mean_face():
     angle, scale, shift = np.radians(20), 2.5, np.array([130.0, 70.0])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])

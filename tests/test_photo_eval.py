@@ -218,6 +218,9 @@ def test_draw_worst_writes_the_worst_found_faces_first(tmp_path):
     assert [p.name.split("_")[0] for p in written] == ["00", "01"]
     assert "photo1" in written[0].name and "photo2" in written[1].name  # 6 px off, then 3 px
     assert np.asarray(Image.open(written[0])).shape[2] == 3
+    (tmp_path / "worst" / "notes.txt").write_text("mine")
+    again = photo_eval.draw_worst(photos, records, tmp_path / "worst", count=1)  # a later run replaces the drawing
+    assert sorted(p.name for p in (tmp_path / "worst").iterdir()) == sorted([again[0].name, "notes.txt"])
 
 
 def test_conventions_measure_offsets_in_the_face_frame_over_the_eye_distance(tmp_path, monkeypatch):
