@@ -4,7 +4,7 @@ context at quality 85: 51 MB, PSNR 41.9 dB against the crops; photo_hires.py's 1
 56 MB), and every variant trains in parallel on the one GPU.
 
     python experiments/device_train.py pack [CONFIG [QUALITY]]   # here: writes .devrun/{images.bin,meta.npz}
-    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL ...]   # there: calibrate, train, tar runs
+    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS] ...]   # there: calibrate, train, tar runs
     python experiments/device_train.py resume BUDGET_S OUT MODEL:EPOCHS:RUN_DIR ...   # there: continue runs
 
 The packed faces are CONFIG's (default configs/photo.py), and every run trains CONFIG's recipe with its model and
@@ -65,10 +65,12 @@ def pack(config: str = "configs/photo.py", quality: int = 85) -> None:
     print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
 
 
-def train_one(model: str, epochs: int, run_dir: str, resume: bool = False) -> None:
+def train_one(variant: str, epochs: int, run_dir: str, resume: bool = False) -> None:
+    """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's."""
     from kpjax.train import train
 
-    config = dataclasses.replace(packed_config(), model=model, epochs=epochs)
+    model, _, loss = variant.partition(":")
+    config = dataclasses.replace(packed_config(), model=model, epochs=epochs, **({"loss": loss} if loss else {}))
     train(config, Path(run_dir), resume=resume, dataset=load_dataset())
 
 

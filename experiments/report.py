@@ -172,6 +172,11 @@ def _photos_section(record: dict) -> list[str]:
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
          "shipped: 1.56x the pixels, and as much time as flip TTA for 0.02 points more)", f"kpjax photo_hires-hidden, 3 passes{haar}",
          f"kpjax photo_160, 3 passes{haar}"),
+        ("the Wing loss instead of MSE (`--loss wing`), configs/photo.py trained 12 epochs each on this CPU",
+         f"kpjax photo12-mse, 3 passes{haar}", f"kpjax photo12-wing, 3 passes{haar}"),
+        ("the same on the H200 in one short call, photo_wide's network at 96 x 96 (MSE 18 epochs, Wing 14: each "
+         "calibrated to the call)", f"kpjax photo_wide-short-mse, 3 passes{haar}",
+         f"kpjax photo_wide-short-wing, 3 passes{haar}"),
         ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_hires-hidden, 1 pass{haar}",
          f"kpjax photo_hires-hidden, 2 passes{haar}"),
         ("a third pass", f"kpjax photo_hires-hidden, 2 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),

@@ -57,6 +57,7 @@ def train(
     model: Annotated[str, typer.Option(help="Model name from the registry.")] = "seed",
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[str, typer.Option(help="constant or cosine.")] = "constant",
+    loss: Annotated[str, typer.Option(help="The keypoints' loss: mse, or wing (log-shaped for small errors).")] = "mse",
     seed: Annotated[int, typer.Option(help="Seed of the model's initialisation, batch order and augmentation.")] = 0,
     split_seed: Annotated[Optional[int], typer.Option(
         help="Seed of the validation split (default: --seed); fix it to compare or ensemble runs of several seeds.")] = None,
@@ -101,7 +102,7 @@ def train(
     from kpjax.train import train as run_training
 
     options = dict(data=data or [], model=model, epochs=epochs, batch_size=batch, learning_rate=lr, schedule=schedule,
-                   seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
+                   loss=loss, seed=seed, split_seed=split_seed, complete_only=complete_only, val_fraction=val_fraction,
                    flip=not no_flip, rotation=rotation, scale=scale, shift=shift, photometric=photometric,
                    margin=margin, weight_decay=weight_decay, keypoints=_layout_name(keypoints), size=size,
                    color=color, strict=strict, markup=markup, devices=devices, init=init)

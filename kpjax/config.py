@@ -25,6 +25,7 @@ from kpjax.models import MODELS
 OPTION_NAMES = {"batch_size": "--batch", "learning_rate": "--lr", "flip": "--no-flip", "split": "--set split"}
 SCHEDULES = ("constant", "cosine")
 SPLITS = ("group", "row")
+LOSSES = ("mse", "wing")
 MAX_VAL_FRACTION = 0.95
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
@@ -57,6 +58,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     schedule: str = "constant"  # or "cosine": decay to 0 over the run after a short warm-up
+    loss: str = "mse"  # the keypoints' loss: "mse" (the reference's) or "wing" (kpjax.train_step.masked_wing)
     weight_decay: float = 0.0
     flip: bool = True
     rotation: float = 0.0  # degrees, uniform in +-rotation
@@ -115,6 +117,7 @@ class TrainConfig:
             "batch_size": (self.batch_size >= 1, "expected at least 1"),
             "learning_rate": (self.learning_rate >= 0, "expected 0 or more"),
             "schedule": (self.schedule in SCHEDULES, f"expected {' or '.join(SCHEDULES)}"),
+            "loss": (self.loss in LOSSES, f"expected {' or '.join(LOSSES)}"),
             "weight_decay": (self.weight_decay >= 0, "expected 0 or more"),
             "rotation": (self.rotation >= 0, "expected 0 or more degrees"),
             "scale": (self.scale >= 0, "expected 0 or more"),

@@ -178,7 +178,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
             writer.log(f"{run_dir} holds no whole checkpoint to resume from; starting afresh")
         writer.keep_epochs(start_epoch)
 
-        train_step = make_train_step(tx, make_augmentation(config, layout))
+        train_step = make_train_step(tx, make_augmentation(config, layout), config.loss)
         data = {  # images keep their context; targets are in the model's frame
             "images": train_share.images, "targets": train_share.targets(config.margin), "mask": train_share.mask,
         }

@@ -26,6 +26,22 @@ def masked_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array) -> j
     return squared.sum() / jnp.maximum(mask.sum(), 1)
 
 
+# Wing loss's width and curvature (Feng et al., CVPR 2018, their values), in the model frame's pixels.
+WING_WIDTH_PX = 10.0
+WING_CURVATURE_PX = 2.0
+
+
+def masked_wing(predictions: jax.Array, targets: jax.Array, mask: jax.Array, size: int) -> jax.Array:
+    """Wing loss over present values: log-shaped for errors under ``WING_WIDTH_PX``, so the small and medium
+    errors that decide a face's NME keep pulling once MSE's gradient has faded, and L1 above, so a mislabelled
+    point pulls no harder than a few pixels' error."""
+    error = jnp.abs(predictions - targets) * (size / 2)  # frame pixels
+    width, curvature = WING_WIDTH_PX, WING_CURVATURE_PX
+    wing = jnp.where(error < width, width * jnp.log1p(error / curvature),
+                     error - (width - width * jnp.log1p(width / curvature)))
+    return jnp.where(mask, wing, 0.0).sum() / jnp.maximum(mask.sum(), 1)
+
+
 # A hidden point (``Dataset.hidden``) has no position to learn from, only the fact that it cannot be seen: the
 # error head learns that its error is at least this (frame pixels; a visible point's median is about 1.6), a
 # censored observation weighted by HIDDEN_WEIGHT beside the visible points' likelihood. Chosen by refitting the
@@ -75,8 +91,10 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation):
     return graphdef, {"params": params, "rest": rest, "opt_state": tx.init(params)}
 
 
-def make_train_step(tx: optax.GradientTransformation, augment: Callable[[dict, jax.Array], dict] | None):
-    """A jitted step of (graphdef, state, batch, key) -> (state, metrics), state donated."""
+def make_train_step(tx: optax.GradientTransformation, augment: Callable[[dict, jax.Array], dict] | None,
+                    loss: str = "mse"):
+    """A jitted step of (graphdef, state, batch, key) -> (state, metrics), state donated. The keypoints learn
+    from ``loss`` (TrainConfig.loss); the metrics' ``loss`` is their MSE whatever they learn from."""
 
     def train_step(graphdef, state, batch, key):
         augment_key, dropout_key = jax.random.split(key)
@@ -90,12 +108,14 @@ def make_train_step(tx: optax.GradientTransformation, augment: Callable[[dict, j
                 predictions, log_error = model(images, rngs=rngs, with_error=True)
             else:
                 predictions, log_error = model(images, rngs=rngs), None
-            loss = masked_mse(predictions, batch["targets"], batch["mask"])
-            aux = {"loss": loss}
+            mse = masked_mse(predictions, batch["targets"], batch["mask"])
+            aux = {"loss": mse}
+            objective = mse if loss == "mse" else masked_wing(predictions, batch["targets"], batch["mask"],
+                                                              batch["images"].shape[1])
             if log_error is not None:
                 aux["error_nll"] = error_nll(log_error, predictions, batch["targets"], batch["mask"],
                                              batch["images"].shape[1], batch.get("hidden"))
-            objective = sum(aux.values())
+                objective = objective + aux["error_nll"]
             return objective, (aux, predictions, nnx.state(model, nnx.Not(nnx.Param)))
 
         (_, (aux, predictions, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])

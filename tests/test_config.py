@@ -109,6 +109,7 @@ def test_a_bad_setting_is_one_line_naming_the_key(setting, message, capsys):
     ("batch_size", 0, "--batch 0: expected at least 1"),
     ("learning_rate", -1.0, "--lr -1.0: expected 0 or more"),
     ("schedule", "linear", "--schedule linear: expected constant or cosine"),
+    ("loss", "l2", "--loss l2: expected mse or wing"),
     ("rotation", -5.0, "--rotation -5.0: expected 0 or more degrees"),
     ("margin", -1, "--margin -1: expected 0 or more pixels"),
     ("val_fraction", 1.0, "--val-fraction 1.0: expected 0 to 0.95"),
@@ -133,6 +134,7 @@ def test_train_config_takes_devices_as_the_option_gives_them():
 def test_cli_option_mistakes_are_the_configs(capsys):
     for args, message in [(["--schedule", "linear"], "--schedule linear: expected constant or cosine"),
                           (["--val-fraction", "0.99"], "--val-fraction 0.99: expected 0 to 0.95"),
+                          (["--loss", "l2"], "--loss l2: expected mse or wing"),
                           (["--devices", "0"], "--devices 0: expected all or a positive number of devices")]:
         assert run(["train", *args]) == 2
         assert capsys.readouterr().err.strip() == f"error: {message}"

@@ -12,7 +12,9 @@ from kpjax.config import TrainConfig
 from kpjax.dataset import group_split
 from kpjax.keypoints import IBUG68, KAGGLE, normalise
 from kpjax.models import create_model
-from kpjax.train_step import init_state, make_optimizer, make_train_step, masked_mse
+from kpjax.sources.synthetic import make_faces
+from kpjax.train_step import (WING_CURVATURE_PX, WING_WIDTH_PX, init_state, make_optimizer, make_train_step,
+                              masked_mse, masked_wing)
 
 
 def _targets(points_px: np.ndarray, size: int = 96):
@@ -95,6 +97,41 @@ def test_masked_mse_ignores_missing_values_and_their_gradient():
     assert np.isfinite(float(masked_mse(predictions, targets.at[0, 3].set(jnp.nan), mask)))
 
 
+def test_wing_loss_is_logarithmic_below_its_width_then_l1_and_masked():
+    """In frame pixels (a 96-px frame: 1 normalised unit is 48 px): w ln(1 + e / eps) up to the width w, then
+    continuous with slope 1; a missing value adds nothing, not even gradient."""
+    size, w, eps = 96, WING_WIDTH_PX, WING_CURVATURE_PX
+    errors_px = jnp.array([[1.0, w / 2, 3 * w, 50.0]])
+    mask = jnp.array([[True, True, True, False]])
+    per_value = [w * np.log1p(1.0 / eps), w * np.log1p(w / 2 / eps), 3 * w - w + w * np.log1p(w / eps)]
+    assert float(masked_wing(errors_px / 48, jnp.zeros((1, 4)), mask, size)) == pytest.approx(np.mean(per_value),
+                                                                                               rel=1e-5)
+    grad = np.asarray(jax.grad(masked_wing)(errors_px / 48, jnp.zeros((1, 4)), mask, size))[0] / 48 * 3
+    np.testing.assert_allclose(grad, [w / (eps + 1.0), w / (eps + w / 2), 1.0, 0.0], rtol=1e-5)  # d/d(error px) each
+    just_below, just_above = (float(masked_wing(jnp.array([[e / 48]]), jnp.zeros((1, 1)), jnp.array([[True]]), size))
+                              for e in (w - 1e-3, w + 1e-3))
+    assert just_above - just_below == pytest.approx(2e-3 * 1.0, abs=5e-4)  # no jump at the width
+
+
+def test_the_wing_step_learns_from_wing_and_still_reports_the_mse():
+    """``loss="wing"`` changes what the keypoints learn from, not what the metrics call their loss (train_mse)."""
+    data = make_faces(64, seed=1)
+    batch = {"images": jnp.asarray(data.images), "targets": jnp.asarray(data.targets()),
+             "mask": jnp.asarray(data.mask)}
+    tx = make_optimizer(TrainConfig(learning_rate=3e-4), steps_per_epoch=1)
+    updated, reported = {}, {}
+    for loss in ("mse", "wing"):  # the same weights, batch and dropout: the same predictions before the update
+        graphdef, state = init_state(create_model("seed", num_outputs=30, size=96, channels=1, seed=0), tx)
+        params_before = jax.tree.map(np.asarray, state["params"])
+        state, metrics = make_train_step(tx, None, loss)(graphdef, state, batch, jax.random.key(0))
+        reported[loss] = float(metrics["loss"])
+        updated[loss] = jax.tree.map(lambda a, b: np.asarray(a) - b, state["params"], params_before)
+    assert reported["wing"] == pytest.approx(reported["mse"], rel=1e-6)
+    differences = [np.abs(a - b).max()
+                   for a, b in zip(jax.tree.leaves(updated["mse"]), jax.tree.leaves(updated["wing"]))]
+    assert max(differences) > 1e-6
+
+
 def test_group_split_keeps_each_group_on_one_side_and_is_seeded():
     groups = np.repeat(np.array([f"person{i}" for i in range(500)]), 4)
     train, val = group_split(groups, 0.2, seed=7)
@@ -109,7 +146,6 @@ def test_group_split_keeps_each_group_on_one_side_and_is_seeded():
 
 
 def test_split_seed_keeps_one_validation_split_across_seeds():
-    from kpjax.sources.synthetic import make_faces
     from kpjax.train import split_dataset
 
     faces = make_faces(200, seed=0)
@@ -120,8 +156,6 @@ def test_split_seed_keeps_one_validation_split_across_seeds():
 
 
 def _run_steps(steps: int, seed: int = 0):
-    from kpjax.sources.synthetic import make_faces
-
     data = make_faces(64, seed=1)
     batch = {"images": jnp.asarray(data.images), "targets": jnp.asarray(data.targets()),
              "mask": jnp.asarray(data.mask)}
