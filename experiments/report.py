@@ -122,7 +122,8 @@ def _photos_section(record: dict) -> list[str]:
              "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
              "photo may show unannotated faces too). ms/photo: median, decode to keypoints, one photo at a time, on "
              "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the fast-detector rows of "
-             "photo_hires-hidden and photo_160 were measured in one session (2026-11-27, the second), those of "
+             "photo_hires-hidden, photo_160, photo12-*, photo_wide-short-* and photo_hires-wingft were measured in "
+             "one session (2026-11-27, the second), those of "
              "photo_wide-hidden, photo_wide-xl and the other photo_hires rows in one before it, the rest in earlier "
              "ones, under other loads, so ms compare only within a session.", "",
              "| pipeline | found | false faces / photo | NME mean (median) | failures | AUC@10% | Kaggle px | "
@@ -172,11 +173,17 @@ def _photos_section(record: dict) -> list[str]:
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
          "shipped: 1.56x the pixels, and as much time as flip TTA for 0.02 points more)", f"kpjax photo_hires-hidden, 3 passes{haar}",
          f"kpjax photo_160, 3 passes{haar}"),
-        ("the Wing loss instead of MSE (`--loss wing`), configs/photo.py trained 12 epochs each on this CPU",
+        ("the Wing loss instead of MSE (`kpjax train --config configs/photo.py --epochs 12 --loss wing|mse`, each "
+         "from scratch on this CPU)",
          f"kpjax photo12-mse, 3 passes{haar}", f"kpjax photo12-wing, 3 passes{haar}"),
-        ("the same on the H200 in one short call, photo_wide's network at 96 x 96 (MSE 18 epochs, Wing 14: each "
-         "calibrated to the call)", f"kpjax photo_wide-short-mse, 3 passes{haar}",
+        ("the same on the H200 in one short call, photo_wide's network at 96 x 96 (`experiments/device_train.py pack "
+         "configs/photo_wide.py`, then `drive 140 OUT mse=heatmap-wide wing=heatmap-wide:wing`: MSE 18 epochs, Wing "
+         "14, each as many as its calibration fitted into the call)", f"kpjax photo_wide-short-mse, 3 passes{haar}",
          f"kpjax photo_wide-short-wing, 3 passes{haar}"),
+        ("the shipped model fine-tuned 4 epochs with the Wing loss on this CPU (`kpjax train --config "
+         "configs/photo_hires.py --init runs/photo_hires-hidden --loss wing --epochs 4 --lr 2e-4 --schedule cosine`; "
+         "not shipped: the loss pays when it trains the model, not as a finish)",
+         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-wingft, 3 passes{haar}"),
         ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_hires-hidden, 1 pass{haar}",
          f"kpjax photo_hires-hidden, 2 passes{haar}"),
         ("a third pass", f"kpjax photo_hires-hidden, 2 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
