@@ -443,7 +443,7 @@ def _fine_tune_section(record: dict) -> list[str]:
     return lines
 
 
-def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
+def _confidence_section(record: dict, likelihood: dict | None, signals: dict | None) -> list[str]:
     """Calibration of the error head: per-point rank correlation, reliability, hidden points, failures flagged."""
     def flag(f: dict) -> str:
         return (f"{f['failures_flagged']} of {f['failures']} ({f['failures_flagged'] / max(f['failures'], 1):.0%}) at "
@@ -502,6 +502,18 @@ def _confidence_section(record: dict, likelihood: dict | None) -> list[str]:
               f"{hidden['auc']:.3f} (median expected error {hidden['median_expected_px']['hidden']:.2f} px against "
               f"{hidden['median_expected_px']['visible']:.2f} px).",
               "", "![reliability](experiments/figures/confidence_reliability.png)"]
+    if signals:
+        refit = signals["head_refitted_on_unseen_persons"]
+        lines += ["", f"Other signals of doubt (`experiments/confidence_signals.py`, the same {signals['faces']} faces "
+                  "end to end; median Spearman per point, the head alone "
+                  f"{signals['head']:.3f}): each alone, and combined with the head as sqrt(head² + c signal²) at "
+                  "the best c:", "", "| signal | alone | with the head |", "|---|---|---|",
+                  *[f"| {name} | {v['alone']:.3f} | {v['with_the_head']:.3f} (c = {v['weight']:g}) |"
+                    for name, v in signals["signals"].items()],
+                  "", f"The head refitted {refit['epochs']} epochs on the residuals of {refit['faces']} faces of "
+                  "persons the keypoints never trained on (aflw-21's and mtfl-5's validation persons) instead of the "
+                  f"training faces': {refit['spearman_points']:.3f} per point (pooled {refit['pooled']:.3f}), its "
+                  f"faces' actual over expected NME {refit['actual_to_expected_nme']:.2f}. None of these reaches 0.5."]
     if likelihood:
         model = likelihood["command"].split("--model ")[1].split()[0]
         lines += ["", f"Which head (`experiments/error_likelihood.py`, on {model}): fitted afresh to the finished "
@@ -635,10 +647,11 @@ def main() -> None:
     if detection:
         lines += _detection_section(detection)
     analysis = {name: json.loads((args.results / "analysis" / f"{name}.json").read_text())
-                for name in ("conventions", "confidence", "error-likelihood", "fine-tune")
+                for name in ("conventions", "confidence", "confidence-signals", "error-likelihood", "fine-tune")
                 if (args.results / "analysis" / f"{name}.json").exists()}
     if "confidence" in analysis:
-        lines += _confidence_section(analysis["confidence"], analysis.get("error-likelihood"))
+        lines += _confidence_section(analysis["confidence"], analysis.get("error-likelihood"),
+                                     analysis.get("confidence-signals"))
     if "fine-tune" in analysis:
         lines += _fine_tune_section(analysis["fine-tune"])
     lines += ["", "## Commands", ""]

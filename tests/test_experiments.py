@@ -136,6 +136,19 @@ def test_spearman_interval_brackets_the_median_per_point_spearman(experiments_im
     assert low < spearman_per_keypoint(expected, actual, names)["median"] < high < 1.0
 
 
+def test_signal_jitters_are_small_similarities_about_the_frame_centre(experiments_importable):
+    from confidence_signals import jitter_matrices
+
+    matrices = jitter_matrices(20, 128)
+    centre = np.array([63.5, 63.5, 1.0])
+    for m in matrices:
+        zoom = np.sqrt(abs(np.linalg.det(m[:2, :2])))
+        assert np.allclose(m[:2, :2] / zoom @ (m[:2, :2] / zoom).T, np.eye(2)) and abs(np.log(zoom)) <= 0.08
+        assert np.abs(m @ centre - centre).max() <= 4.0 + 1e-9
+    assert len({m.tobytes() for m in matrices}) == 20
+    np.testing.assert_array_equal(jitter_matrices(3, 128)[0], matrices[0])  # drawn from a fixed seed
+
+
 def test_appended_rows_replace_the_pipelines_measured_again(experiments_importable):
     from photos_end_to_end import appended
 
@@ -150,7 +163,8 @@ def test_appended_rows_replace_the_pipelines_measured_again(experiments_importab
 
 @pytest.mark.parametrize("script, model_option", [("ensemble.py", ()), ("conventions.py", ("--model",)),
                                                   ("error_likelihood.py", ("--model",)),
-                                                  ("photos_end_to_end.py", ("--model",))])
+                                                  ("photos_end_to_end.py", ("--model",)),
+                                                  ("confidence_signals.py", ("--model",))])
 def test_a_missing_run_is_a_one_line_error_with_status_2(tmp_path, script, model_option):
     done = subprocess.run([sys.executable, EXPERIMENTS / script, *model_option, tmp_path / "missing"],
                           capture_output=True, text=True, timeout=600)
