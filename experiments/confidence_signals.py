@@ -34,7 +34,7 @@ from error_likelihood import fit_head  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
-from kpjax.image import read_image  # noqa: E402
+from kpjax.image import compose_affine, mirror_matrix, read_image  # noqa: E402
 from kpjax.inference import Predictor, similarity_crop  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
 
@@ -42,7 +42,7 @@ WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # c in sqrt(head^2 + c signal^2)
 
 
 def jitter_matrices(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
-    """``count`` 3x3 similarities about the frame's centre, drawn once and applied to every face."""
+    """``count`` 2x3 similarities about the frame's centre, drawn once and applied to every face."""
     rng = np.random.default_rng(seed)
     centre = np.full(2, (size - 1) / 2)
     matrices = []
@@ -50,15 +50,14 @@ def jitter_matrices(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
         angle, zoom = np.radians(rng.uniform(-8, 8)), np.exp(rng.uniform(-0.08, 0.08))
         turn = zoom * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         shift = centre - turn @ centre + rng.uniform(-4, 4, 2)
-        matrices.append(np.vstack([np.hstack([turn, shift[:, None]]), [0.0, 0.0, 1.0]]))
+        matrices.append(np.hstack([turn, shift[:, None]]))
     return matrices
 
 
 def signals(predictor: Predictor, photos: list, records: list[dict], jitters: int) -> dict[str, np.ndarray]:
     """Per found face and point (N, K): the actual error, the head's expected error and each signal, photo px."""
     size, swap = predictor.config.size, list(predictor.layout.flip_permutation)
-    mirror = np.array([[-1.0, 0.0, size - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    variants = [np.eye(3), mirror, *jitter_matrices(jitters, size)]
+    variants = [np.eye(2, 3), mirror_matrix(size), *jitter_matrices(jitters, size)]
     rows: dict[str, list] = {name: [] for name in ("actual", "head", "flip disagreement", "4th-pass movement",
                                                    "spread over jittered crops")}
     for match in photo_eval.match_records(photos, records):
@@ -66,7 +65,7 @@ def signals(predictor: Predictor, photos: list, records: list[dict], jitters: in
         if not found:
             continue
         image = read_image(match.photo.image)
-        crops = [(image, (v @ np.vstack([similarity_crop(predicted, predictor.layout.name, size), [0, 0, 1]]))[:2])
+        crops = [(image, compose_affine(v, similarity_crop(predicted, predictor.layout.name, size)))
                  for _, _, predicted, _, _ in found for v in variants]
         placed = [points for points, _ in predictor.placed_keypoints(crops)]
         for j, (_, detection, predicted, truth, _) in enumerate(found):

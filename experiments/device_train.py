@@ -5,7 +5,7 @@ context at quality 85: 51 MB, PSNR 41.9 dB against the crops; photo_hires.py's 1
 
     python experiments/device_train.py pack [CONFIG [QUALITY]]   # here: writes .devrun/{images.bin,meta.npz}
     python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS] ...]   # there: calibrate, train, tar runs
-    python experiments/device_train.py resume BUDGET_S OUT MODEL:EPOCHS:RUN_DIR ...   # there: continue runs
+    python experiments/device_train.py resume BUDGET_S OUT MODEL[:LOSS]:EPOCHS:RUN_DIR ...   # there: continue runs
 
 The packed faces are CONFIG's (default configs/photo.py), and every run trains CONFIG's recipe with its model and
 epochs replaced. On a machine that holds the data, `kpjax train --config CONFIG` is the same training.
@@ -154,11 +154,12 @@ def drive(budget: float, out: Path, variants: dict[str, str]) -> None:
 
 
 def resume(budget: float, out: Path, jobs: list[str]) -> None:
-    """Continue runs (MODEL:EPOCHS:RUN_DIR) from their newest whole checkpoint, in parallel, to EPOCHS."""
+    """Continue runs (MODEL[:LOSS]:EPOCHS:RUN_DIR, LOSS the one they trained with) from their newest whole
+    checkpoint, in parallel, to EPOCHS."""
     start = time.time()
     procs, logs = {}, {}
     for job in jobs:
-        model, epochs, run_dir = job.split(":")
+        model, epochs, run_dir = job.rsplit(":", 2)
         run_dir = Path(run_dir)
         logs[run_dir] = Path(f"/tmp/resume-{run_dir.name}.log")
         procs[run_dir] = launch("resume-one", model, int(epochs), run_dir, logs[run_dir])

@@ -171,8 +171,8 @@ def _photos_section(record: dict) -> list[str]:
         ("photo_hires's error head refitted with aflw-21's hidden points (the shipped model)",
          f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
-         "shipped: 1.56x the pixels, and as much time as flip TTA for 0.02 points more)", f"kpjax photo_hires-hidden, 3 passes{haar}",
-         f"kpjax photo_160, 3 passes{haar}"),
+         "shipped: 1.56x the pixels, and as much time as flip TTA for 0.02 points more)",
+         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_160, 3 passes{haar}"),
         ("the Wing loss instead of MSE (`kpjax train --config configs/photo.py --epochs 12 --loss wing|mse`, each "
          "from scratch on this CPU)",
          f"kpjax photo12-mse, 3 passes{haar}", f"kpjax photo12-wing, 3 passes{haar}"),

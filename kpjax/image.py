@@ -90,6 +90,16 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix.astype(np.float64))
 
 
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine that applies ``inner``, then ``outer``."""
+    return np.hstack([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]])
+
+
+def mirror_matrix(size: int) -> np.ndarray:
+    """The square frame mirrored as training flips faces: x -> size - 1 - x, pixel indices."""
+    return np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]])
+
+
 def resize_matrix(from_size: tuple[int, int], to_size: int) -> np.ndarray:
     """The affine that stretches a (height, width) image onto a square frame, pixel centres aligned."""
     sy, sx = to_size / from_size[0], to_size / from_size[1]

@@ -26,7 +26,7 @@ from kpjax.detect import Detection, FaceDetector, box_matrix, frame_box, is_face
 from kpjax.errors import KpjaxError
 from kpjax.export import onnx_forward
 from kpjax.forward import Forward, xla_forward
-from kpjax.image import apply_affine, invert_affine, resize_matrix, warp
+from kpjax.image import apply_affine, compose_affine, invert_affine, mirror_matrix, resize_matrix, warp
 from kpjax.keypoints import OUTER_CORNERS, denormalise
 from kpjax.models import LAPLACE_MEAN_DISTANCE
 from kpjax.records import Face
@@ -171,10 +171,8 @@ class Predictor:
         """Flip test-time augmentation on each face's last crop alone: its keypoints (and expected errors)
         averaged with those of the mirrored crop, mapped back and their left and right swapped. The passes before
         only place that crop."""
-        size, swap = self.config.size, list(self.flip_permutation)
-        mirror = np.array([[-1.0, 0.0, size - 1], [0.0, 1.0, 0.0]])
-        mirrored = self.placed_keypoints([(image, mirror @ np.vstack([m, [0.0, 0.0, 1.0]]))
-                                          for image, m in zip(images, matrices)])
+        mirror, swap = mirror_matrix(self.config.size), list(self.flip_permutation)
+        mirrored = self.placed_keypoints([(image, compose_affine(mirror, m)) for image, m in zip(images, matrices)])
         return ([(p + q[swap]) / 2 for p, (q, _) in zip(points, mirrored)],
                 [None if e is None else (e + f[swap]) / 2 for e, (_, f) in zip(errors, mirrored)])
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from kpjax.errors import KpjaxError
-from kpjax.image import ImageTooLarge, decode_image, read_image
+from kpjax.image import ImageTooLarge, apply_affine, compose_affine, decode_image, mirror_matrix, read_image
 
 EXIF_ORIENTATION = 0x0112
 
@@ -52,3 +52,13 @@ def test_errors_name_the_upload():
         decode_image(encoded(Image.new("L", (300, 200))), "big.png", max_pixels=50_000)
     with pytest.raises(KpjaxError, match=r"^missing\.png: no such file$"):
         read_image("missing.png")
+
+
+def test_composed_affines_apply_one_after_the_other_and_mirroring_twice_is_nothing():
+    rng = np.random.default_rng(0)
+    inner, outer, points = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(5, 2))
+    np.testing.assert_allclose(apply_affine(compose_affine(outer, inner), points),
+                               apply_affine(outer, apply_affine(inner, points)), atol=1e-12)
+    np.testing.assert_allclose(apply_affine(mirror_matrix(96), np.array([[0.0, 7.0], [95.0, 3.0]])),
+                               [[95.0, 7.0], [0.0, 3.0]])
+    np.testing.assert_allclose(compose_affine(mirror_matrix(96), mirror_matrix(96)), np.eye(2, 3))
