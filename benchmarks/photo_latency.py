@@ -2,13 +2,14 @@
 detectors (``--detector fast`` and ``thorough``) and the frontal Haar cascade kpjax had before the verifier,
 alternated run by run under the same load.
 
-    python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--runs 40]
+    python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--passes N ...] [--runs 40]
 
 Stages: decode (the JPEG), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
 map back to the photo) and overlay (drawing and JPEG encoding, as ``kpjax predict`` writes a JPEG photo's
 overlay). Prints the median of each stage and of the whole photo (decode to keypoints; the overlay apart),
 and the load average before and after. ``--compare`` adds other models (e.g. the previous default) with the fast
-detector to the alternation, so their ratio to the model's comes from the same runs.
+detector to the alternation, so their ratio to the model's comes from the same runs; ``--passes`` adds the
+model with other pass limits (the default is 3), the same way.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--compare", type=Path, action="append", default=[], help="another model, fast detector")
+    parser.add_argument("--passes", type=int, nargs="*", default=[],
+                        help="other pass limits to alternate with the default's, fast detector")
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     try:
@@ -68,6 +71,7 @@ def main() -> None:
     predictors["haar (before)"] = Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4,
                                                                         verifier=None))
     predictors |= {name: Predictor(*loaded, make_detector("fast")) for name, loaded in others.items()}
+    predictors |= {f"fast, {n} passes": Predictor(model, config, make_detector("fast"), passes=n) for n in args.passes}
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:

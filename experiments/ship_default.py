@@ -2,9 +2,10 @@
 
     python experiments/ship_default.py runs/best
 
-Only what inference needs travels: the run's config and the best checkpoint's
-model item (no optimizer state), plus provenance.json naming the data, the
-command, the commit and the validation figures that chose it.
+Only what inference needs travels: the run's config, the best checkpoint's
+model item (no optimizer state) and its calibration (``kpjax calibrate``), plus
+provenance.json naming the data, the command, the commit and the validation
+figures that chose it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kpjax.calibration import CALIBRATION_FILE
 from kpjax.checkpoint import DEFAULT_MODEL, load_model
 from kpjax.rundir import write_manifest
 
@@ -49,6 +51,12 @@ def ship_model(run_dir: Path, result: dict, destination: Path = DEFAULT_MODEL) -
         record = json.loads(refit.read_text())
         provenance["error_head_refit"] = {"command": record["command"], "head": record["head"],
                                           "epochs": record["epochs"]}
+    calibrated = run_dir / CALIBRATION_FILE
+    if calibrated.exists():  # its keypoints moved onto a convention after training (kpjax calibrate)
+        record = json.loads(calibrated.read_text())
+        record["data"] = [Path(spec).name for spec in record["data"]]
+        (destination / CALIBRATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        provenance["calibration"] = {k: v for k, v in record.items() if k != "offset_px"}
     photos = ROOT / "experiments" / "results" / "analysis" / "photos-end-to-end.json"
     if photos.exists():  # the headline: end to end on photos, per pipeline this model ran in
         record = json.loads(photos.read_text())

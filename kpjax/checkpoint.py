@@ -18,6 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from kpjax import calibration
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
 from kpjax.forward import split_model
@@ -190,11 +191,14 @@ def init_run(name: str) -> Path:
     return find_run(None if name == "default" else Path(name))
 
 
-def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Module, TrainConfig]:
-    """The trained model of a run directory (its best checkpoint by default) and the run's config;
-    with no run directory, the default model shipped inside the package."""
+def load_model(run_dir: Path | None = None, which: str = "best",
+               calibrated: bool = True) -> tuple[nnx.Module, TrainConfig]:
+    """The trained model of a run directory (its best checkpoint by default), carrying the run's calibration
+    (``kpjax calibrate``) unless ``calibrated`` is False, and the run's config; with no run directory, the
+    default model shipped inside the package."""
     run_dir = find_run(run_dir)
     config = TrainConfig.load(run_dir)
+    offset = calibration.load(run_dir, config.layout.names) if calibrated else None  # a bad file fails first
     abstract = nnx.eval_shape(
         lambda: create_model(
             config.model, num_outputs=2 * config.layout.num_keypoints, size=config.size, channels=config.channels,
@@ -220,4 +224,5 @@ def load_model(run_dir: Path | None = None, which: str = "best") -> tuple[nnx.Mo
     if kind != which:
         _warn(f"{run_dir}: no whole {which} checkpoint; using the {kind} one")
     restored = restored["model"]
-    return nnx.merge(graphdef, restored["params"], restored["rest"]), config
+    model = nnx.merge(graphdef, restored["params"], restored["rest"])
+    return (model if offset is None else calibration.calibrate(model, offset)), config

@@ -312,6 +312,47 @@ def submit(
 
 
 @app.command()
+def calibrate(
+    data: DataOption = None,
+    model: ModelDirOption = None,
+    persons: Annotated[str, typer.Option(help="Fit on the train persons of kpjax's split (seed --split-seed), "
+                                         "keeping the val persons to check it on, or on all.")] = "train",
+    split_seed: Annotated[int, typer.Option(help="Seed of the person split.")] = 0,
+    strict: StrictOption = False,
+    markup: MarkupOption = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Remove the run's calibration instead.")] = False,
+):
+    """Move a trained model's keypoints onto the annotation convention of --data: one offset per keypoint, fitted
+    on its label-fitted crops and stored in the run (calibration.json), which every prediction then carries."""
+    from kpjax import calibration
+    from kpjax.checkpoint import find_run, load_model
+    from kpjax.evaluate import fit_calibration
+    from kpjax.sources import LoadOptions, load_data
+
+    run_dir = find_run(model)
+    if reset:
+        (run_dir / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+        typer.echo(f"{run_dir}: uncalibrated")
+        return
+    if not data:
+        raise KpjaxError("calibrate needs --data: annotated faces in the convention the keypoints should follow")
+    net, config = load_model(run_dir, calibrated=False)
+    dataset = load_data(data, LoadOptions(layout=config.layout, size=config.size, color=config.color,
+                                          strict=strict, markup=markup))
+    offset, report = fit_calibration(net, dataset, persons, seed=split_seed)
+    try:
+        path = calibration.save(run_dir, offset, config.layout.names, {"data": data, **report})
+    except OSError as error:
+        raise KpjaxError(f"{run_dir}: cannot write {calibration.CALIBRATION_FILE} ({error.strerror})") from None
+    for name, m in ((k, v) for k, v in report.items() if isinstance(v, dict)):
+        typer.echo(f"{name} {m['faces']} faces: rmse {m['rmse_px_before']:.3f} -> {m['rmse_px_after']:.3f}px, "
+                   f"nme {m['nme_before']:.4f} -> {m['nme_after']:.4f}")
+    for keypoint, (x, y) in zip(config.layout.names, offset):
+        typer.echo(f"  {keypoint:<26} {x:+.2f} {y:+.2f} px")
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
 def export(
     model: ModelDirOption = None,
     fmt: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",

@@ -1,12 +1,14 @@
 """Accuracy of a model on a dataset, in the seed's units and in pixels: the metrics only, of the predictions
-``kpjax.inference`` makes."""
+``kpjax.inference`` makes; and the calibration offset (``kpjax.calibration``) fitted on one."""
 
 from __future__ import annotations
 
 import numpy as np
 from flax import nnx
 
-from kpjax.dataset import Dataset
+from kpjax.calibration import fit_offset, in_seed_units, offset_of
+from kpjax.dataset import Dataset, group_split
+from kpjax.errors import KpjaxError
 from kpjax.inference import predict_model
 from kpjax.keypoints import denormalise, interocular_distance
 
@@ -48,3 +50,26 @@ def keypoint_metrics(predictions: np.ndarray, dataset: Dataset) -> dict:
 def evaluate_model(model: nnx.Module, dataset: Dataset, flip_tta: bool = False) -> dict:
     flip_permutation = dataset.layout.flip_permutation if flip_tta else None
     return keypoint_metrics(predict_model(model, dataset.images, flip_permutation=flip_permutation), dataset)
+
+
+def fit_calibration(model: nnx.Module, dataset: Dataset, persons: str = "train", val_fraction: float = 0.2,
+                    seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The (K, 2) frame-pixel offset that moves ``model``'s keypoints (uncalibrated) onto ``dataset``'s convention,
+    fitted on its ``train`` persons (kpjax's group split) or ``all``, and the accuracy before and after it, on
+    those faces and, for ``train``, on the validation persons it never saw."""
+    if persons not in ("train", "all"):
+        raise KpjaxError(f"--persons {persons}: expected train or all")
+    if offset_of(model) is not None:
+        raise ValueError("fit_calibration needs the uncalibrated model (load_model(..., calibrated=False))")
+    fit_index, held_out = (group_split(dataset.groups, val_fraction, seed) if persons == "train" else
+                           (np.arange(len(dataset)), np.zeros(0, int)))
+    raw = predict_model(model, dataset.images)
+    offset = fit_offset(raw[fit_index], dataset.subset(fit_index))
+    moved = raw + in_seed_units(offset, dataset.size)
+    report = {"persons": persons}
+    for name, index in (("fitted on", fit_index), ("held out", held_out)):
+        if len(index):
+            before, after = (keypoint_metrics(p[index], dataset.subset(index)) for p in (raw, moved))
+            report[name] = {"faces": len(index), **{f"{key}_{when}": metrics[key] for key in ("rmse_px", "nme")
+                                                    for when, metrics in (("before", before), ("after", after))}}
+    return offset, report

@@ -37,6 +37,7 @@ import onnxruntime
 from flax import nnx
 from jax import export
 
+from kpjax.calibration import in_seed_units, offset_of
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
 from kpjax.forward import Forward, predict_step, split_model
@@ -384,9 +385,10 @@ def _fold_into_convolutions(g: _Graph) -> None:
     g.initializers[:] = [t for t in g.initializers if t.name in used]  # the folded biases' old constants
 
 
-def to_onnx(model: nnx.Module, config: TrainConfig):
+def to_onnx(model: nnx.Module, config: TrainConfig, calibrated: bool = True):
     """The model's predict step as an ONNX ModelProto: uint8 NHWC images in, (batch, 2K) keypoints out, and with
-    an error head (batch, K) expected errors in frame pixels."""
+    an error head (batch, K) expected errors in frame pixels. ``calibrated``: the keypoints carry the model's
+    calibration offset (``kpjax.calibration``); kpjax's own engine adds it itself, after flip TTA."""
     graphdef, params, rest = split_model(model)
     (batch,) = export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((batch, config.size, config.size, config.channels), jnp.uint8)
@@ -394,10 +396,13 @@ def to_onnx(model: nnx.Module, config: TrainConfig):
     g = _Graph()
     (images,) = closed.jaxpr.invars
     g.names[images] = "images"
-    results = g.walk(closed.jaxpr, closed.consts, [images])
+    results = [g.name(result) for result in g.walk(closed.jaxpr, closed.consts, [images])]
+    offset = offset_of(model) if calibrated else None
+    if offset is not None:
+        results[0] = g.node("Add", [results[0], g.const(in_seed_units(offset, config.size)[None], np.float32)])
     names = OUTPUTS[: len(results)]  # the errors only where the model estimates them
     for name, result in zip(names, results):
-        g.nodes.append(onnx.helper.make_node("Identity", [g.name(result)], [name]))
+        g.nodes.append(onnx.helper.make_node("Identity", [result], [name]))
     _fold_into_convolutions(g)
     widths = {"keypoints": 2 * config.layout.num_keypoints, "errors": config.layout.num_keypoints}
     graph = onnx.helper.make_graph(
@@ -413,6 +418,7 @@ def to_onnx(model: nnx.Module, config: TrainConfig):
         "keypoints": json.dumps(config.layout.names), "size": str(config.size), "color": str(config.color),
         "input": "uint8 NHWC 0..255", "output": "x, y per keypoint; frame pixels = (v + 1) * size / 2",
         **({"errors": "each keypoint's expected error, frame pixels"} if "errors" in names else {}),
+        **({"calibration_px": json.dumps(offset.round(4).tolist())} if offset is not None else {}),
     })
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -424,6 +430,9 @@ def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: 
     shape = (batch, config.size, config.size, config.channels)
     images = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
     expected = [np.asarray(x) for x in predict_step(*split_model(model), images) if x is not None]
+    offset = offset_of(model)
+    if offset is not None:
+        expected[0] = expected[0] + in_seed_units(offset, config.size)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     actual = session.run(list(OUTPUTS[: len(expected)]), {"images": images})
     difference = max(float(np.abs(a - e).max() / (1.0 if name == "keypoints" else np.abs(e).max()))
@@ -442,7 +451,7 @@ def onnx_forward(model: nnx.Module, config: TrainConfig, stop_spinning: bool = F
     caller that runs the face detector between calls: 13.2 against 19.3 ms a photo, for a tenth of the
     batch-256 throughput (benchmarks/README.md).
     """
-    proto = to_onnx(model, config)
+    proto = to_onnx(model, config, calibrated=False)
     options = onnxruntime.SessionOptions()
     if stop_spinning:
         options.add_session_config_entry("session.force_spinning_stop", "1")

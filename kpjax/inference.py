@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from kpjax.augment import flip_targets
+from kpjax.calibration import in_seed_units, mirrored, offset_of
 from kpjax.config import TrainConfig
 from kpjax.detect import Detection, FaceDetector, box_matrix, frame_box, is_face_crop
 from kpjax.errors import KpjaxError
@@ -80,8 +81,11 @@ def predict_normalised(forward: Forward, images: np.ndarray, batch_size: int = P
 
 def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH,
                   flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
-    """Predictions in the seed's units (see ``predict_normalised``), by XLA, as training and evaluation make them."""
-    return predict_normalised(xla_forward(model), images, batch_size, flip_permutation)
+    """Predictions in the seed's units (see ``predict_normalised``), by XLA, as training and evaluation make them,
+    moved by the model's calibration (``kpjax.calibration``) where it has one."""
+    predictions = predict_normalised(xla_forward(model), images, batch_size, flip_permutation)
+    offset = offset_of(model)
+    return predictions if offset is None else predictions + in_seed_units(offset, images.shape[1])
 
 
 def expected_nme(points: np.ndarray, errors: np.ndarray, layout_name: str) -> float:
@@ -127,6 +131,7 @@ class Predictor:
         if passes < 1:
             raise KpjaxError(f"--passes {passes}: expected at least 1")
         self.forward = onnx_forward(model, config, stop_spinning=detector is not None)
+        self.offset = offset_of(model)
         self.config = config
         self.layout = config.layout
         self.detector = detector
@@ -156,12 +161,15 @@ class Predictor:
         points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
         return points, None if errors is None else errors[:n]
 
-    def placed_keypoints(self, crops: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def placed_keypoints(self, crops: list[tuple[np.ndarray, np.ndarray]], mirror: bool = False,
+                         ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Each (image, image -> frame affine) crop's keypoints and expected errors in image pixels, the crops
-        predicted together."""
+        predicted together; ``mirror``: the affines mirror the face, so the calibration offset is mirrored too."""
         size, color = self.config.size, self.config.color
         frames = [warp(image, matrix, size, color) for image, matrix in crops]
         predicted, expected = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
+        if self.offset is not None:
+            predicted = predicted + (mirrored(self.offset, self.layout.flip_permutation) if mirror else self.offset)
         return [(apply_affine(invert_affine(matrix), frame_points),  # errors: frame pixels times the crop's scale
                  None if expected is None else expected[j] / np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
                 for j, ((_, matrix), frame_points) in enumerate(zip(crops, predicted))]
@@ -172,9 +180,10 @@ class Predictor:
         averaged with those of the mirrored crop, mapped back and their left and right swapped. The passes before
         only place that crop."""
         mirror, swap = mirror_matrix(self.config.size), list(self.flip_permutation)
-        mirrored = self.placed_keypoints([(image, compose_affine(mirror, m)) for image, m in zip(images, matrices)])
-        return ([(p + q[swap]) / 2 for p, (q, _) in zip(points, mirrored)],
-                [None if e is None else (e + f[swap]) / 2 for e, (_, f) in zip(errors, mirrored)])
+        flipped = self.placed_keypoints([(image, compose_affine(mirror, m)) for image, m in zip(images, matrices)],
+                                        mirror=True)
+        return ([(p + q[swap]) / 2 for p, (q, _) in zip(points, flipped)],
+                [None if e is None else (e + f[swap]) / 2 for e, (_, f) in zip(errors, flipped)])
 
     def __call__(self, images: list[np.ndarray], detections: list[list[Detection]] | None = None) -> list[list[Face]]:
         """Every face of every image, the crops of all images predicted together, pass by pass; ``detections``

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kpjax.augment import make_augmentation
+from kpjax.calibration import CALIBRATION_FILE
 from kpjax.checkpoint import RunCheckpoints, init_run, load_model
 from kpjax.config import TrainConfig, option_name
 from kpjax.dataset import Dataset, group_split
@@ -144,6 +145,10 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         parallel.check_batch(config.batch_size)
         sync_processes("kpjax: run directory checked")  # before the primary process writes to it
         writer.write_config(config)
+        stale = run_dir / CALIBRATION_FILE
+        if writer.is_primary and stale.is_file():  # fitted to the weights this run now changes
+            stale.unlink()
+            writer.log(f"{stale} removed: it was fitted to the weights before; run kpjax calibrate again")
 
         dataset = load_training_data(config) if dataset is None else dataset
         train_index, val_index = split_dataset(dataset, config)
@@ -153,7 +158,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
                    f"({len(np.unique(dataset.groups[val_index]))} validation groups)")
 
         layout = dataset.layout
-        model = (load_model(init_run(start_from))[0] if start_from is not None else
+        model = (load_model(init_run(start_from), calibrated=False)[0] if start_from is not None else  # trains raw
                  create_model(config.model, num_outputs=2 * layout.num_keypoints, size=config.size,
                               channels=dataset.channels, seed=config.seed, error_head=config.error_head))
         train_share = parallel.process_share(train_set)  # all of it, with one process

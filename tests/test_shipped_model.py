@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 import kpjax.checkpoint
+from kpjax import calibration
 from kpjax.checkpoint import DEFAULT_MODEL, load_model
 from kpjax.errors import KpjaxError
 from kpjax.inference import predict_model
+from kpjax.keypoints import KAGGLE
 from kpjax.sources.synthetic import make_faces
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -45,13 +48,20 @@ def test_ship_model_keeps_the_best_model_without_optimizer_state(trained_run, tm
               "evaluations": {"68-point sources, complete": {"n": 9, "rmse_px": 2.0, "nme": 0.1, "mse": 1e-3,
                                                               "mae": 0.02}},
               "flip_tta": True, "params": 1, "best_epoch": 2}
-    ship_model(trained_run, result, tmp_path / "default")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    offset = np.full((15, 2), 0.25, np.float32)
+    calibration.save(run, offset, KAGGLE.names, {"data": ["/somewhere/helen-68-train"], "faces": 9})
+    ship_model(run, result, tmp_path / "default")
     assert not list((tmp_path / "default").rglob("opt_state"))
     shipped, _ = load_model(tmp_path / "default")
-    original, _ = load_model(trained_run)
+    original, _ = load_model(run)
     images = make_faces(4, seed=2).images
     np.testing.assert_array_equal(predict_model(shipped, images), predict_model(original, images))
-    assert json.loads((tmp_path / "default" / "provenance.json").read_text())["data"] == ["synthetic:300"]
+    np.testing.assert_array_equal(calibration.offset_of(shipped), offset)  # the calibration travels with it
+    provenance = json.loads((tmp_path / "default" / "provenance.json").read_text())
+    assert provenance["data"] == ["synthetic:300"]
+    assert provenance["calibration"] == {"data": ["helen-68-train"], "faces": 9}
 
 
 def test_no_default_model_is_one_clear_error(tmp_path, monkeypatch):
