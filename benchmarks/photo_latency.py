@@ -2,14 +2,15 @@
 detectors (``--detector fast`` and ``thorough``) and the frontal Haar cascade kpjax had before the verifier,
 alternated run by run under the same load.
 
-    python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--passes N ...] [--runs 40]
+    python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--passes N ...]
+        [--converged-px PX ...] [--runs 40]
 
 Stages: decode (the JPEG), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
 map back to the photo) and overlay (drawing and JPEG encoding, as ``kpjax predict`` writes a JPEG photo's
 overlay). Prints the median of each stage and of the whole photo (decode to keypoints; the overlay apart),
 and the load average before and after. ``--compare`` adds other models (e.g. the previous default) with the fast
 detector to the alternation, so their ratio to the model's comes from the same runs; ``--passes`` adds the
-model with other pass limits (the default is 3), the same way.
+model with other pass limits (the default is 3), ``--converged-px`` with other refinement thresholds, the same way.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, action="append", default=[], help="another model, fast detector")
     parser.add_argument("--passes", type=int, nargs="*", default=[],
                         help="other pass limits to alternate with the default's, fast detector")
+    parser.add_argument("--converged-px", type=float, nargs="*", default=[],
+                        help="other refinement thresholds (frame px) to alternate with the default's, fast detector")
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     try:
@@ -72,6 +75,8 @@ def main() -> None:
                                                                         verifier=None))
     predictors |= {name: Predictor(*loaded, make_detector("fast")) for name, loaded in others.items()}
     predictors |= {f"fast, {n} passes": Predictor(model, config, make_detector("fast"), passes=n) for n in args.passes}
+    predictors |= {f"fast, {px:g} px": Predictor(model, config, make_detector("fast"), converged_px=px)
+                   for px in args.converged_px}
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:

@@ -29,7 +29,7 @@ from common import ROOT, load_run, write_analysis  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.detect import DETECTORS, make_detector  # noqa: E402
-from kpjax.inference import Predictor  # noqa: E402
+from kpjax.inference import CONVERGED_PX, Predictor  # noqa: E402
 
 PHOTO_SOURCES = {"helen": "helen-68-train", "fgnet": "fgnet-68"}
 # The model's pipelines, each one change from the one before: (passes, flip TTA).
@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", choices=(*PIPELINES, LABEL_FITTED), default=list(PIPELINES))
     parser.add_argument("--detector", choices=tuple(DETECTORS), default="fast",
                         help="kpjax's face detector for every kpjax row (the peers bring their own)")
+    parser.add_argument("--converged-px", type=float, default=CONVERGED_PX,
+                        help="refinement stops once a face's crop moves less than this (frame px); a value other "
+                             "than kpjax's is named in the pipeline")
     parser.add_argument("--append", action="store_true",
                         help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it "
                              "(a pipeline measured again replaces its earlier row)")
@@ -95,8 +98,10 @@ def main() -> None:
                                               pipeline_records.get((model_dir, "3 passes")))
         else:
             predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes,
-                                  flip_tta=flip_tta)
+                                  flip_tta=flip_tta, converged_px=args.converged_px)
             records = pipeline_records[model_dir, label] = photo_eval.run_pipeline(predictor, everything)
+            if args.converged_px != CONVERGED_PX:
+                name += f" (converged at {args.converged_px:g} px)"
             name += f", {args.detector} detector"
         metrics = photo_eval.score(everything, records)
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))

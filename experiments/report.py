@@ -120,7 +120,9 @@ def _photos_section(record: dict) -> list[str]:
              "(`kpjax/photo_eval.py`). NME: RMSE of the 15 Kaggle points over the annotated outer-eye-corner "
              "distance (300-W's normaliser); failures: NME > 10 % (of found faces); AUC of the CED to 10 %; Kaggle px: "
              "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
-             "photo may show unannotated faces too). ms/photo: median, decode to keypoints, one photo at a time, on "
+             "photo may show unannotated faces too). n passes: up to n, each face re-cropped until its crop moves less "
+             "than 2 px of the frame (photo_hires-cal's and photo_160-cal's rows) or 0.5 px (the others, measured "
+             "before that change). ms/photo: median, decode to keypoints, one photo at a time, on "
              "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of photo_hires-cal, "
              "photo_160-cal, photo_hires-hidden's fast detector, photo_hires, photo_160 and photo_hires-wingft were "
              "measured in one session (2026-11-27, the third), those of photo12-* and photo_wide-short-* in the one "
@@ -190,6 +192,11 @@ def _photos_section(record: dict) -> list[str]:
          "configs/photo_hires.py --init runs/photo_hires-hidden --loss wing --epochs 4 --lr 2e-4 --schedule cosine`; "
          "not shipped: the loss pays when it trains the model, not as a finish)",
          f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-wingft, 3 passes{haar}"),
+        ("refinement stopped once a crop moves less than 2 px instead of 0.5 px (`kpjax.inference.CONVERGED_PX`; "
+         "the rows below and photo_160-cal's use 2 px): a third pass mostly no longer runs. The ms of these "
+         "two rows come from separate runs; alternated on one photo (`benchmarks/photo_latency.py --converged-px "
+         "0.5`), 20.0 → 17.6 ms",
+         f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
         ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_hires-cal, 1 pass{haar}",
          f"kpjax photo_hires-cal, 2 passes{haar}"),
         ("a third pass", f"kpjax photo_hires-cal, 2 passes{haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),

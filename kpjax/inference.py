@@ -34,8 +34,11 @@ from kpjax.records import Face
 from kpjax.sources.convert import kaggle_points, mean_face
 
 PREDICT_BATCH = 256
-# Refinement stops once a face's crop moves less than this (frame pixels): the network's own noise.
-CONVERGED_PX = 0.5
+# Refinement stops once a face's crop moves less than this (frame pixels). The second pass is what pays (3.33 % ->
+# 3.23 % NME end to end, shipped model); at 0.5 px nearly every face took a third, which bought nothing: 3.23 %
+# either way (`python experiments/photos_end_to_end.py --pipelines '3 passes' --converged-px 0.5`), 20.0 against
+# 17.6 ms a photo (`python benchmarks/photo_latency.py --converged-px 0.5`, alternated).
+CONVERGED_PX = 2.0
 DEFAULT_PASSES = 3
 # A detection whose keypoints are expected to miss by more than 8 % NME is not taken for a face (necks, ties,
 # shirts). Chosen on the training persons' photos (`python experiments/detection.py --split train --detectors fast
@@ -118,7 +121,7 @@ class Predictor:
     """A model and a face detector: whole images in, every face's box and keypoints out.
 
     Each detected face is predicted, re-cropped from its own keypoints (``similarity_crop``) and predicted
-    again, up to ``passes`` times or until its crop moves less than ``CONVERGED_PX``: the detector's box
+    again, up to ``passes`` times or until its crop moves less than ``converged_px``: the detector's box
     places the first crop only roughly, the keypoints place the next one the way training crops are placed.
     With ``flip_tta``, the last crop is predicted mirrored too (``with_mirrored``).
     A detected face whose expected NME (its quality score) is above ``not_a_face_nme`` is dropped as no face.
@@ -126,7 +129,7 @@ class Predictor:
 
     def __init__(self, model: nnx.Module, config: TrainConfig, detector: FaceDetector | None = None,
                  batch_size: int = 32, passes: int = DEFAULT_PASSES, flip_tta: bool = False,
-                 not_a_face_nme: float | None = NOT_A_FACE_NME):
+                 not_a_face_nme: float | None = NOT_A_FACE_NME, converged_px: float = CONVERGED_PX):
         """``detector=None`` takes every image as one face crop (``--no-detect``), which is never re-cropped."""
         if passes < 1:
             raise KpjaxError(f"--passes {passes}: expected at least 1")
@@ -139,6 +142,7 @@ class Predictor:
         self.passes = passes
         self.flip_permutation = self.layout.flip_permutation if flip_tta else None
         self.not_a_face_nme = not_a_face_nme
+        self.converged_px = converged_px
 
     def locate(self, image: np.ndarray) -> list[tuple[Detection, np.ndarray]]:
         """Each face's detection and its image -> frame affine."""
@@ -203,7 +207,7 @@ class Predictor:
                 points[k], errors[k] = face_points, face_errors
                 if step + 1 < self.passes and faces[k][1].score is not None:  # a whole-image crop stays as given
                     recrop = similarity_crop(points[k], self.layout.name, size)
-                    if crop_change(matrices[k], recrop, size) >= CONVERGED_PX:
+                    if crop_change(matrices[k], recrop, size) >= self.converged_px:
                         matrices[k] = recrop
                         still_moving.append(k)
             active = still_moving

@@ -15,6 +15,7 @@ from kpjax.checkpoint import load_model
 from kpjax.cli import app
 from kpjax.detect import Detection
 from kpjax.errors import KpjaxError
+from kpjax.image import read_image
 from kpjax.keypoints import KAGGLE_MEAN_FACE, KAGGLE_NAMES
 from kpjax.inference import Predictor
 from kpjax.sources.convert import mean_face
@@ -154,6 +155,27 @@ def test_run_pipeline_predicts_each_photo_and_misses_what_the_detector_misses(tm
     assert list(records[0]["faces"][0]["keypoints"]) == list(KAGGLE_NAMES)
     metrics = photo_eval.score(photos, records)
     assert (metrics["found"], metrics["faces"]) == (1, 2)
+
+
+def test_refinement_stops_once_the_crop_moves_less_than_converged_px(tmp_path, trained_run, monkeypatch):
+    write_photo_set(tmp_path, [(100, 100, 1.0)])
+    [photo] = photo_eval.read_annotated_photos(str(tmp_path))
+    model, config = load_model(trained_run)
+    image = read_image(photo.image)
+    x, y, w, h = photo_eval.face_square(photo.faces[0]["kaggle"])
+    detector = BoxesDetector([(x + w / 8, y, w, h)])  # the first crop off, as a detector's box is
+    points = {}
+    for converged_px in (0.0, float("inf")):  # every move is one, or none is
+        predictor = Predictor(model, config, detector, passes=3, converged_px=converged_px)
+        passes = []
+        predict = predictor.frame_keypoints
+        monkeypatch.setattr(predictor, "frame_keypoints", lambda frames: passes.append(len(frames)) or predict(frames))
+        [[face]] = predictor([image])
+        points[converged_px] = face.points
+        assert len(passes) == (3 if converged_px == 0.0 else 1)
+    [[first]] = Predictor(model, config, detector, passes=1)([image])
+    np.testing.assert_allclose(points[float("inf")], first.points, atol=1e-5)
+    assert np.abs(points[0.0] - first.points).max() > 1e-3
 
 
 def test_label_fitted_crops_place_each_face_by_its_annotated_points(tmp_path, trained_run, monkeypatch):
