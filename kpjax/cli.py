@@ -350,6 +350,11 @@ def calibrate(
     for keypoint, (x, y) in zip(config.layout.names, offset):
         typer.echo(f"  {keypoint:<26} {x:+.2f} {y:+.2f} px")
     typer.echo(f"wrote {path}")
+    held_out = report.get("held out")
+    if held_out and held_out["nme_after"] > held_out["nme_before"]:
+        typer.echo(f"warning: the persons kept out fit worse after it (nme {held_out['nme_before']:.4f} -> "
+                   f"{held_out['nme_after']:.4f}): their convention differs from the others'; "
+                   f"kpjax calibrate --reset removes it", err=True)
 
 
 @app.command()

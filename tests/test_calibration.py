@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -15,6 +16,7 @@ from kpjax import calibration
 from kpjax.checkpoint import load_model
 from kpjax.cli import app
 from kpjax.config import TrainConfig
+from kpjax.dataset import group_split
 from kpjax.errors import KpjaxError
 from kpjax.export import to_onnx, verify
 from kpjax.forward import predict_step, split_model
@@ -22,6 +24,7 @@ from kpjax.image import invert_affine, resize_matrix
 from kpjax.inference import Predictor, predict_model
 from kpjax.keypoints import KAGGLE, normalise
 from kpjax.models import create_model
+from kpjax.sources.cache import save_faces
 from kpjax.sources.synthetic import make_faces
 from kpjax.train import train
 
@@ -118,3 +121,19 @@ def test_a_damaged_calibration_is_named_with_what_to_do(calibrated_run):
     with pytest.raises(KpjaxError, match=r"calibration.json: not a calibration of this model's keypoints .*"
                                          r"run kpjax calibrate again or delete it"):
         load_model(calibrated_run)
+
+
+def test_calibrate_warns_when_the_persons_kept_out_fit_worse(calibrated_run, tmp_path):
+    """Training persons that mark the points elsewhere than the others: the offset fitted on them is no
+    convention of the data, and the check on the persons kept out says so."""
+    faces = make_faces(200, seed=5)
+    train_index, _ = group_split(faces.groups, 0.2, 0)
+    keypoints = faces.keypoints.copy()
+    keypoints[train_index] += 4.0
+    save_faces(tmp_path / "faces.npz", dataclasses.replace(faces, keypoints=keypoints), [])
+    result = CliRunner().invoke(app, ["calibrate", "--model", str(calibrated_run), "--data",
+                                      str(tmp_path / "faces.npz")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the persons kept out fit worse after it" in result.output
+    stored = json.loads((calibrated_run / calibration.CALIBRATION_FILE).read_text())
+    assert stored["held out"]["nme_after"] > stored["held out"]["nme_before"]
