@@ -516,7 +516,8 @@ def _confidence_section(record: dict, likelihood: dict | None, signals: dict | N
                      "come from each point's own doubt.")
     lines.append("- The shipped model's calibration (`kpjax calibrate`) lowered the median Spearman per point from "
                  "0.464, the same network and command before it (`git show 537b264:experiments/results/analysis/"
-                 "confidence.json`), to the figure above, while its points came closer: the offsets it takes out "
+                 "confidence.json`), to 0.417, and refinement stopped at 2 px instead of 0.5 to the figure above, "
+                 "while its points came closer: the offsets the calibration takes out "
                  "are the same on every face in the frame, so in the photo's pixels they grow with the face, and "
                  "they were the part of the nose tip's and the mouth corners' errors that the face's size "
                  "predicted (0.485 → 0.375, 0.46 → 0.36; the size-alone baseline fell with them, 0.392 → "
