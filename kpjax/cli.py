@@ -325,10 +325,13 @@ def calibrate(
     """Move a trained model's keypoints onto the annotation convention of --data: one offset per keypoint, fitted
     on its label-fitted crops and stored in the run (calibration.json), which every prediction then carries."""
     from kpjax import calibration
-    from kpjax.checkpoint import find_run, load_model
+    from kpjax.checkpoint import DEFAULT_MODEL, find_run, load_model
     from kpjax.evaluate import fit_calibration
     from kpjax.sources import LoadOptions, load_data
 
+    if model is None:  # the shipped model's calibration is part of the installed package
+        raise KpjaxError(f"calibrate writes into the run it calibrates: give --model RUN_DIR (for the shipped "
+                         f"model, a copy of {DEFAULT_MODEL})")
     run_dir = find_run(model)
     if reset:
         (run_dir / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
