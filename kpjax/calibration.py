@@ -4,8 +4,9 @@ Sources mark the same keypoint differently (where an eyebrow ends, a mouth corne
 .pts files count from 1). A model trained on several settles between them, and flip augmentation keeps it from
 learning any offset along x that is the same for a point and its mirror image. ``kpjax calibrate`` measures the
 mean residual of each keypoint on the label-fitted crops of annotated faces in the convention wanted (the
-training persons of kpjax's split, so the validation persons stay unseen) and stores it beside the checkpoints;
-every prediction of the run then carries it. The crops are fitted to the mean face by a similarity, so a frame
+training persons of kpjax's split, so the validation persons stay unseen) and stores it beside the checkpoints
+with the step of the checkpoint it was fitted to; every prediction of that checkpoint then carries it (weights
+trained on are another checkpoint, which it leaves alone). The crops are fitted to the mean face by a similarity, so a frame
 offset means the same on every face; it is added after flip TTA, which would otherwise cancel its x part.
 """
 
@@ -63,25 +64,28 @@ def fit_offset(predicted: np.ndarray, dataset: Dataset) -> np.ndarray:
     return np.where(marked[:, None] > 0, np.nansum(residual, axis=0) / np.maximum(marked, 1)[:, None], 0.0)
 
 
-def save(run_dir: Path, offset: np.ndarray, names: tuple[str, ...], info: dict) -> Path:
+def save(run_dir: Path, offset: np.ndarray, names: tuple[str, ...], step: int, info: dict) -> Path:
+    """The offset of the checkpoint at ``step``, and ``info`` on how it was fitted."""
     path = Path(run_dir) / CALIBRATION_FILE
     record = {"offset_px": {name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(names, offset)},
-              **info}
+              "checkpoint_step": int(step), **info}
     atomic_write(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
-def load(run_dir: Path, names: tuple[str, ...]) -> np.ndarray | None:
-    """The run's stored offset, (K, 2) frame pixels, or None where it has none."""
+def load(run_dir: Path, names: tuple[str, ...]) -> tuple[np.ndarray, int] | None:
+    """The run's stored offset, (K, 2) frame pixels, and the step of the checkpoint it was fitted to; None where
+    the run has none."""
     path = Path(run_dir) / CALIBRATION_FILE
     if not path.is_file():
         return None
     try:
-        offsets = json.loads(path.read_text())["offset_px"]
-        offset = np.array([offsets[name] for name in names], np.float32)
+        record = json.loads(path.read_text())
+        offset = np.array([record["offset_px"][name] for name in names], np.float32)
+        step = int(record["checkpoint_step"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise KpjaxError(f"{path}: not a calibration of this model's keypoints ({type(error).__name__}: {error}); "
                          f"run kpjax calibrate again or delete it") from None
     if offset.shape != (len(names), 2) or not np.isfinite(offset).all():
         raise KpjaxError(f"{path}: expected a finite [x, y] per keypoint; run kpjax calibrate again or delete it")
-    return offset
+    return offset, step

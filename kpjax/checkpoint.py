@@ -194,11 +194,11 @@ def init_run(name: str) -> Path:
 def load_model(run_dir: Path | None = None, which: str = "best",
                calibrated: bool = True) -> tuple[nnx.Module, TrainConfig]:
     """The trained model of a run directory (its best checkpoint by default), carrying the run's calibration
-    (``kpjax calibrate``) unless ``calibrated`` is False, and the run's config; with no run directory, the
-    default model shipped inside the package."""
+    (``kpjax calibrate``) where it was fitted to that checkpoint, unless ``calibrated`` is False, and the run's
+    config; with no run directory, the default model shipped inside the package."""
     run_dir = find_run(run_dir)
     config = TrainConfig.load(run_dir)
-    offset = calibration.load(run_dir, config.layout.names) if calibrated else None  # a bad file fails first
+    stored = calibration.load(run_dir, config.layout.names) if calibrated else None  # a bad file fails first
     abstract = nnx.eval_shape(
         lambda: create_model(
             config.model, num_outputs=2 * config.layout.num_keypoints, size=config.size, channels=config.channels,
@@ -220,9 +220,15 @@ def load_model(run_dir: Path | None = None, which: str = "best",
             manager.close()
     if found is None:
         raise KpjaxError(f"{run_dir}: no whole checkpoint (did training finish an epoch?)")
-    kind, _, restored = found
+    kind, step, restored = found
     if kind != which:
         _warn(f"{run_dir}: no whole {which} checkpoint; using the {kind} one")
     restored = restored["model"]
     model = nnx.merge(graphdef, restored["params"], restored["rest"])
-    return (model if offset is None else calibration.calibrate(model, offset)), config
+    if stored is not None:
+        offset, fitted_step = stored
+        if fitted_step == step:
+            return calibration.calibrate(model, offset), config
+        _warn(f"{run_dir / calibration.CALIBRATION_FILE}: fitted to the checkpoint of step {fitted_step}, not to "
+              f"this one (step {step}); not applied: run kpjax calibrate again")
+    return model, config

@@ -325,7 +325,7 @@ def calibrate(
     """Move a trained model's keypoints onto the annotation convention of --data: one offset per keypoint, fitted
     on its label-fitted crops and stored in the run (calibration.json), which every prediction then carries."""
     from kpjax import calibration
-    from kpjax.checkpoint import DEFAULT_MODEL, find_run, load_model
+    from kpjax.checkpoint import DEFAULT_MODEL, best_progress, find_run, load_model
     from kpjax.evaluate import fit_calibration
     from kpjax.sources import LoadOptions, load_data
 
@@ -343,11 +343,12 @@ def calibrate(
     dataset = load_data(data, LoadOptions(layout=config.layout, size=config.size, color=config.color,
                                           strict=strict, markup=markup))
     offset, report = fit_calibration(net, dataset, persons, seed=split_seed)
+    step, _ = best_progress(run_dir)
     try:
-        path = calibration.save(run_dir, offset, config.layout.names, {"data": data, **report})
+        path = calibration.save(run_dir, offset, config.layout.names, step, {"data": data, **report})
     except OSError as error:
         raise KpjaxError(f"{run_dir}: cannot write {calibration.CALIBRATION_FILE} ({error.strerror})") from None
-    for name, m in ((k, v) for k, v in report.items() if isinstance(v, dict)):
+    for name, m in ((name, report[name]) for name in ("fitted on", "held out") if name in report):
         typer.echo(f"{name} {m['faces']} faces: rmse {m['rmse_px_before']:.3f} -> {m['rmse_px_after']:.3f}px, "
                    f"nme {m['nme_before']:.4f} -> {m['nme_after']:.4f}")
     for keypoint, (x, y) in zip(config.layout.names, offset):

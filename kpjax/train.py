@@ -15,7 +15,6 @@ import numpy as np
 from tqdm import tqdm
 
 from kpjax.augment import make_augmentation
-from kpjax.calibration import CALIBRATION_FILE
 from kpjax.checkpoint import RunCheckpoints, init_run, load_model
 from kpjax.config import TrainConfig, option_name
 from kpjax.dataset import Dataset, group_split
@@ -145,10 +144,6 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, dataset: 
         parallel.check_batch(config.batch_size)
         sync_processes("kpjax: run directory checked")  # before the primary process writes to it
         writer.write_config(config)
-        stale = run_dir / CALIBRATION_FILE
-        if writer.is_primary and stale.is_file():  # fitted to the weights this run now changes
-            stale.unlink()
-            writer.log(f"{stale} removed: it was fitted to the weights before; run kpjax calibrate again")
 
         dataset = load_training_data(config) if dataset is None else dataset
         train_index, val_index = split_dataset(dataset, config)

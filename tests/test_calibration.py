@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kpjax import calibration
-from kpjax.checkpoint import load_model
+from kpjax.checkpoint import best_progress, load_model
 from kpjax.cli import app
 from kpjax.config import TrainConfig
 from kpjax.dataset import group_split
@@ -26,7 +26,6 @@ from kpjax.keypoints import KAGGLE, normalise
 from kpjax.models import create_model
 from kpjax.sources.cache import save_faces
 from kpjax.sources.synthetic import make_faces
-from kpjax.train import train
 
 OFFSET = np.linspace(-1.5, 2.0, 30, dtype=np.float32).reshape(15, 2)  # frame pixels, no two alike
 
@@ -109,11 +108,16 @@ def test_onnx_export_carries_the_offset_and_kpjax_engine_adds_it_itself(calibrat
     np.testing.assert_allclose(engine.run(["keypoints"], {"images": images})[0], raw, atol=1e-4)
 
 
-def test_training_on_removes_a_calibration_fitted_to_the_weights_before(calibrated_run):
-    calibration.save(calibrated_run, OFFSET, KAGGLE.names, {})
-    config = TrainConfig.load(calibrated_run)
-    train(TrainConfig(**{**config.__dict__, "epochs": 3}), calibrated_run, resume=True, log=lambda _: None)
-    assert not (calibrated_run / calibration.CALIBRATION_FILE).exists()
+def test_a_calibration_moves_only_the_checkpoint_it_was_fitted_to(calibrated_run, capsys):
+    """Weights trained on (a resume, a new best) are another checkpoint: the offset fitted to the old one is
+    not applied to them, and the file stays for the user to see."""
+    step, _ = best_progress(calibrated_run)
+    calibration.save(calibrated_run, OFFSET, KAGGLE.names, step, {})
+    np.testing.assert_allclose(calibration.offset_of(load_model(calibrated_run)[0]), OFFSET, atol=1e-4)
+    calibration.save(calibrated_run, OFFSET, KAGGLE.names, step + 1, {})
+    assert calibration.offset_of(load_model(calibrated_run)[0]) is None
+    assert f"fitted to the checkpoint of step {step + 1}, not to this one (step {step})" in capsys.readouterr().err
+    assert (calibrated_run / calibration.CALIBRATION_FILE).exists()
 
 
 def test_a_damaged_calibration_is_named_with_what_to_do(calibrated_run):

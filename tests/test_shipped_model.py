@@ -13,7 +13,7 @@ import pytest
 
 import kpjax.checkpoint
 from kpjax import calibration
-from kpjax.checkpoint import DEFAULT_MODEL, load_model
+from kpjax.checkpoint import DEFAULT_MODEL, best_progress, load_model
 from kpjax.errors import KpjaxError
 from kpjax.inference import predict_model
 from kpjax.keypoints import KAGGLE
@@ -51,7 +51,8 @@ def test_ship_model_keeps_the_best_model_without_optimizer_state(trained_run, tm
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     offset = np.full((15, 2), 0.25, np.float32)
-    calibration.save(run, offset, KAGGLE.names, {"data": ["/somewhere/helen-68-train"], "faces": 9})
+    calibration.save(run, offset, KAGGLE.names, best_progress(run)[0], {"data": ["/somewhere/helen-68-train"],
+                                                                         "faces": 9})
     ship_model(run, result, tmp_path / "default")
     assert not list((tmp_path / "default").rglob("opt_state"))
     shipped, _ = load_model(tmp_path / "default")
@@ -61,7 +62,8 @@ def test_ship_model_keeps_the_best_model_without_optimizer_state(trained_run, tm
     np.testing.assert_array_equal(calibration.offset_of(shipped), offset)  # the calibration travels with it
     provenance = json.loads((tmp_path / "default" / "provenance.json").read_text())
     assert provenance["data"] == ["synthetic:300"]
-    assert provenance["calibration"] == {"data": ["helen-68-train"], "faces": 9}
+    assert provenance["calibration"] == {"checkpoint_step": best_progress(run)[0], "data": ["helen-68-train"],
+                                         "faces": 9}
 
 
 def test_no_default_model_is_one_clear_error(tmp_path, monkeypatch):
