@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--converged-px", type=float, default=CONVERGED_PX,
                         help="refinement stops once a face's crop moves less than this (frame px); a value other "
                              "than kpjax's is named in the pipeline")
+    parser.add_argument("--last-pass-only", action="store_true",
+                        help="each face's keypoints from its last pass alone, not averaged with the pass before "
+                             "(kpjax before it averaged them); named in the pipeline")
     parser.add_argument("--append", action="store_true",
                         help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it "
                              "(a pipeline measured again replaces its earlier row)")
@@ -98,10 +101,13 @@ def main() -> None:
                                               pipeline_records.get((model_dir, "3 passes")))
         else:
             predictor = Predictor(net, config, make_detector(args.detector), batch_size=1, passes=passes,
-                                  flip_tta=flip_tta, converged_px=args.converged_px)
+                                  flip_tta=flip_tta, converged_px=args.converged_px,
+                                  average_passes=not args.last_pass_only)
             records = pipeline_records[model_dir, label] = photo_eval.run_pipeline(predictor, everything)
             if args.converged_px != CONVERGED_PX:
                 name += f" (converged at {args.converged_px:g} px)"
+            if args.last_pass_only and passes > 1:
+                name += " (last pass only)"
             name += f", {args.detector} detector"
         metrics = photo_eval.score(everything, records)
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))

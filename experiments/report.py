@@ -122,10 +122,13 @@ def _photos_section(record: dict) -> list[str]:
              "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
              "photo may show unannotated faces too). n passes: up to n, each face re-cropped until its crop moves less "
              "than 2 px of the frame (photo_hires-cal's and photo_160-cal's rows) or 0.5 px (the others, measured "
-             "before that change). ms/photo: median, decode to keypoints, one photo at a time, on "
-             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of photo_hires-cal, "
-             "photo_160-cal, photo_hires-hidden's fast detector, photo_hires, photo_160 and photo_hires-wingft were "
-             "measured in one session (2026-11-27, the third), those of photo12-* and photo_wide-short-* in the one "
+             "before that change); photo_hires-cal's and photo_160-cal's rows average each face's last two passes "
+             "(all but the one marked \"last pass only\"), the others, measured before that change, take the last "
+             "pass alone. ms/photo: median, decode to keypoints, one photo at a time, on "
+             "the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of photo_hires-cal and "
+             "photo_160-cal were measured in one session (2026-11-27, the fourth), those of photo_hires-hidden's fast "
+             "detector, photo_hires, photo_160 and photo_hires-wingft in the one before it (the third), those of "
+             "photo12-* and photo_wide-short-* in the one "
              "before it, those of photo_wide-hidden, photo_wide-xl, photo_hires-fine and photo_hires-hidden's "
              "thorough detector in one before that, the rest in earlier "
              "ones, under other loads, so ms compare only within a session.", "",
@@ -177,7 +180,7 @@ def _photos_section(record: dict) -> list[str]:
          "mean residual on the label-fitted crops of helen-68-train's and fgnet-68's training persons (`kpjax "
          "calibrate --model runs/photo_hires-cal --data ../shared/data/helen-68-train --data "
          "../shared/data/fgnet-68`; the shipped model)",
-         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
+         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}"),
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
          "shipped: 1.56x the pixels; calibrated, below)",
          f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_160, 3 passes{haar}"),
@@ -196,9 +199,13 @@ def _photos_section(record: dict) -> list[str]:
          "the rows below and photo_160-cal's use 2 px): a third pass mostly no longer runs. The ms of these "
          "two rows come from separate runs; alternated on one photo (`benchmarks/photo_latency.py --converged-px "
          "0.5`), 20.0 → 17.6 ms",
-         f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
-        ("a second pass, re-cropped from the first pass's keypoints", f"kpjax photo_hires-cal, 1 pass{haar}",
-         f"kpjax photo_hires-cal, 2 passes{haar}"),
+         f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}",
+         f"kpjax photo_hires-cal, 3 passes (last pass only){haar}"),
+        ("each face's last two passes averaged instead of the last alone (`kpjax.inference.Predictor`, "
+         "`average_passes`: no extra network call; the rows below average them)",
+         f"kpjax photo_hires-cal, 3 passes (last pass only){haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
+        ("a second pass, re-cropped from the first pass's keypoints, the two averaged",
+         f"kpjax photo_hires-cal, 1 pass{haar}", f"kpjax photo_hires-cal, 2 passes{haar}"),
         ("a third pass", f"kpjax photo_hires-cal, 2 passes{haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
         ("flip test-time augmentation (the last crop predicted mirrored too: one more pass of the network)",
          f"kpjax photo_hires-cal, 3 passes{haar}", f"kpjax photo_hires-cal, 3 passes + flip TTA{haar}"),
@@ -516,12 +523,14 @@ def _confidence_section(record: dict, likelihood: dict | None, signals: dict | N
                      "come from each point's own doubt.")
     lines.append("- The shipped model's calibration (`kpjax calibrate`) lowered the median Spearman per point from "
                  "0.464, the same network and command before it (`git show 537b264:experiments/results/analysis/"
-                 "confidence.json`), to 0.417, and refinement stopped at 2 px instead of 0.5 to the figure above, "
+                 "confidence.json`), to 0.417, and refinement stopped at 2 px instead of 0.5 to 0.415, "
                  "while its points came closer: the offsets the calibration takes out "
                  "are the same on every face in the frame, so in the photo's pixels they grow with the face, and "
                  "they were the part of the nose tip's and the mouth corners' errors that the face's size "
                  "predicted (0.485 → 0.375, 0.46 → 0.36; the size-alone baseline fell with them, 0.392 → "
-                 f"{e['spearman_points_face_size_alone']['median']:.3f}). Per eye distance it was 0.398.")
+                 "0.317). Per eye distance it was 0.398. Averaging each face's last two passes (`kpjax.inference."
+                 "Predictor`) took it from 0.415 to the figure above (`git show 9277aef:experiments/results/analysis/"
+                 "confidence.json`): the points it moves least are the ones whose errors the head ranked best.")
     lines += [f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
               f"the same threshold flags {e['flagging']['false_faces_flagged']} of the {e['flagging']['false_faces']} "
               "false faces.",

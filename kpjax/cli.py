@@ -138,7 +138,7 @@ DetectSizeOption = Annotated[int, typer.Option(min=64, help="Longer side (px) fa
 DetectorOption = Annotated[str, typer.Option(help="Face detector: fast (the frontal Haar cascade) or thorough "
                                             "(frontal and profile cascades, turned faces too; slower, more false faces).")]
 PassesOption = Annotated[int, typer.Option(min=1, help="Predictions per face: each pass re-crops the face from "
-                                           "the previous pass's keypoints.")]
+                                           "the previous pass's keypoints; the last two are averaged.")]
 
 
 @app.command()

@@ -178,6 +178,27 @@ def test_refinement_stops_once_the_crop_moves_less_than_converged_px(tmp_path, t
     assert np.abs(points[0.0] - first.points).max() > 1e-3
 
 
+def test_a_face_takes_the_mean_of_its_last_two_passes(tmp_path):
+    write_photo_set(tmp_path, [(100, 100, 1.0)])
+    [photo] = photo_eval.read_annotated_photos(str(tmp_path))
+    model, config = load_model(None)  # the shipped model: expected errors too
+    image = read_image(photo.image)
+    x, y, w, h = photo_eval.face_square(photo.faces[0]["kaggle"])
+    detector = BoxesDetector([(x + w / 8, y, w, h)])
+
+    def face(passes, average_passes):
+        [[found]] = Predictor(model, config, detector, passes=passes, converged_px=0.0, not_a_face_nme=None,
+                              average_passes=average_passes)([image])
+        return found
+
+    last = {n: face(n, average_passes=False) for n in (1, 2, 3)}
+    for n in (2, 3):
+        averaged = face(n, average_passes=True)
+        np.testing.assert_allclose(averaged.points, (last[n].points + last[n - 1].points) / 2, atol=1e-5)
+        np.testing.assert_allclose(averaged.errors, (last[n].errors + last[n - 1].errors) / 2, rtol=1e-5)
+    np.testing.assert_allclose(face(1, average_passes=True).points, last[1].points)  # nothing before one pass
+
+
 def test_label_fitted_crops_place_each_face_by_its_annotated_points(tmp_path, trained_run, monkeypatch):
     """A network that always answers the mean face is exact on crops fitted to the labels, whatever the face's
     place and size in the photo, and its frame-pixel errors come back at the photo's scale."""
