@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -31,12 +30,16 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None = None) -> np.ndarray:
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None = None) -> np.ndarray:
     try:
         with Image.open(source) as image:
             if max_pixels is not None and image.width * image.height > max_pixels:
                 raise ImageTooLarge(
                     f"{name}: {image.width}x{image.height} pixels, more than the {max_pixels:,} accepted")
+            if image.format == "JPEG" and image.mode in ("RGB", "L"):
+                decoded = _decode_jpeg(source)
+                if decoded is not None:
+                    return decoded
             image.load()
             # Browsers and photo viewers turn a phone photo as its EXIF orientation says; so must the keypoints.
             ImageOps.exif_transpose(image, in_place=True)
@@ -52,6 +55,18 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None = None) -
         raise KpjaxError(f"{name}: unreadable image (not an image format Pillow reads)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise KpjaxError(f"{name}: unreadable image ({error})") from None
+
+
+def _decode_jpeg(source: Path | io.BytesIO) -> np.ndarray | None:
+    """A whole colour or grey JPEG by OpenCV's libjpeg-turbo: the same pixels as Pillow's, turned by its EXIF
+    orientation too, in three quarters of the time (1.5 against 2.0 ms a 640x480 photo, alternated;
+    benchmarks/README.md). None for data that does not end as a JPEG does (a cut file, which OpenCV would decode
+    in part): Pillow then reports what is wrong."""
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source.getvalue()
+    if not data.endswith(b"\xff\xd9"):
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def to_channels(image: np.ndarray, color: bool) -> np.ndarray:

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from kpjax.errors import KpjaxError
 from kpjax.image import ImageTooLarge, apply_affine, compose_affine, decode_image, mirror_matrix, read_image
@@ -40,6 +40,21 @@ def test_exif_orientation_is_applied():
     exif[EXIF_ORIENTATION] = 6
     upright = decode_image(encoded(Image.fromarray(pixels), exif=exif), "phone.png")
     np.testing.assert_array_equal(upright, np.rot90(pixels, k=-1))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpegs_decode_to_pillows_pixels_in_every_orientation(tmp_path, mode, orientation):
+    """JPEGs take OpenCV's decoder (faster); its pixels and its turn must be exactly Pillow's."""
+    pixels = np.random.default_rng(orientation).integers(0, 255, (24, 40, 3), np.uint8)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encoded(Image.fromarray(pixels).convert(mode), "JPEG", exif=exif, quality=90))
+    with Image.open(path) as image:
+        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    np.testing.assert_array_equal(read_image(path), expected)
+    np.testing.assert_array_equal(decode_image(path.read_bytes(), "upload"), expected)
 
 
 def test_errors_name_the_upload():
