@@ -72,7 +72,7 @@ def main() -> None:
                              "than kpjax's is named in the pipeline")
     parser.add_argument("--last-pass-only", action="store_true",
                         help="each face's keypoints from its last pass alone, not averaged with the pass before "
-                             "(kpjax before it averaged them); named in the pipeline")
+                             "(as kpjax took them before it averaged the two); named in the pipeline")
     parser.add_argument("--append", action="store_true",
                         help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it "
                              "(a pipeline measured again replaces its earlier row)")
