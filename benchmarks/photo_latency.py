@@ -5,7 +5,8 @@ alternated run by run under the same load.
     python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--passes N ...]
         [--converged-px PX ...] [--runs 40]
 
-Stages: decode (the JPEG), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
+Stages: decode (the JPEG; beside it, not counted in the photo, the same file decoded by Pillow as kpjax did
+before it gave JPEGs to OpenCV), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
 map back to the photo) and overlay (drawing and JPEG encoding, as ``kpjax predict`` writes a JPEG photo's
 overlay). Prints the median of each stage and of the whole photo (decode to keypoints; the overlay apart),
 and the load average before and after. ``--compare`` adds other models (e.g. the previous default) with the fast
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 from skimage import data
 
 from kpjax.checkpoint import load_model
@@ -40,17 +42,26 @@ def timed(fn, *args):
     return result, 1e3 * (time.perf_counter() - started)
 
 
+def pillow_decode(path: Path) -> np.ndarray:
+    """A JPEG decoded as kpjax decoded every photo before OpenCV took JPEGs: Pillow, EXIF turn, RGB."""
+    with Image.open(path) as image:
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return np.asarray(image.convert("RGB"))
+
+
 def stages(predictor: Predictor, path: Path) -> dict:
     """One photo through the path, each stage timed (ms)."""
     detector = predictor.detector
     image, decode = timed(read_image, path)
+    by_pillow = timed(pillow_decode, path)[1]
     (grey, _), search = timed(detector.search_image, image)
     (boxes, _), proposals = timed(detector.proposals, grey)
     verify = timed(detector.scorer, patches(grey, boxes))[1] if detector.scorer is not None else 0.0
     detections, detect = timed(detector, image)
     faces, keypoints = timed(lambda: predictor([image], [detections])[0])
     _, overlay = timed(lambda: cv2.imencode(".jpg", cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)))
-    return {"faces": len(faces), "decode": decode, "detect": detect, "  search copy": search,
+    return {"faces": len(faces), "decode": decode, "  by Pillow": by_pillow, "detect": detect, "  search copy": search,
             "  proposals": proposals, "  verifier": verify, "keypoints": keypoints, "overlay": overlay,
             "photo": decode + detect + keypoints}
 

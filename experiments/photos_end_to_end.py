@@ -73,20 +73,34 @@ def main() -> None:
     parser.add_argument("--last-pass-only", action="store_true",
                         help="each face's keypoints from its last pass alone, not averaged with the pass before "
                              "(as kpjax took them before it averaged the two); named in the pipeline")
+    parser.add_argument("--persons", choices=("val", "train"), default="val",
+                        help="the photos of the validation persons (the headline) or of the training persons, on "
+                             "which a pipeline's settings are chosen (give --results elsewhere for those)")
     parser.add_argument("--append", action="store_true",
                         help="add these rows to results/analysis/photos-end-to-end.json instead of replacing it "
                              "(a pipeline measured again replaces its earlier row)")
-    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
-    parser.add_argument("--figure", type=Path, default=ROOT / "experiments" / "figures" / "photos_ced.png")
-    parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "photos-worst",
+    parser.add_argument("--results", type=Path, default=None,
+                        help="where analysis/photos-end-to-end.json goes (default: experiments/results; needed "
+                             "with --persons train, which must not replace the headline)")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="the CED plot (default: experiments/figures/photos_ced.png, or beside --results)")
+    parser.add_argument("--worst", type=Path, default=None,
                         help="where the worst faces of each kpjax pipeline are drawn (real faces: not committed)")
     args = parser.parse_args()
+    if args.results is None and args.persons == "train":
+        parser.error("--persons train needs --results elsewhere: the headline's results are the validation persons'")
+    headline = args.results is None
+    args.results = args.results or ROOT / "experiments" / "results"
+    args.figure = args.figure or (ROOT / "experiments" / "figures" / "photos_ced.png" if headline else
+                                  args.results / "photos_ced.png")
+    args.worst = args.worst or (ROOT / "runs" / "photos-worst" if headline else args.results / "worst")
     peers = read_peers(parser, args.peer)  # an unreadable file fails before any work
     runs = [(model, label) for model in args.compare for label in ("1 pass", "3 passes")]
     runs += [(args.model, label) for label in args.pipelines]
     loaded = {model_dir: load_run(model_dir) for model_dir, _ in runs}  # a missing run fails before any work
 
-    photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)), "val")
+    photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)),
+                                                  args.persons)
               for short, name in PHOTO_SOURCES.items()}
     everything = [p for group in photos.values() for p in group]
     rows, pipeline_records = [], {}  # (model, pipeline) -> records, for the label-fitted row's comparison
@@ -123,7 +137,8 @@ def main() -> None:
         "command": "python " + shlex.join(["experiments/photos_end_to_end.py", *sys.argv[1:]]),
         "photos": {name: len(group) for name, group in photos.items()},
         "faces": sum(len(p.faces) for p in everything),
-        "persons": "validation persons of kpjax's group split (seed 0, 20 %)",
+        "persons": f"{'validation' if args.persons == 'val' else 'training'} persons of kpjax's group split "
+                   "(seed 0, 20 %)",
         "rows": rows,
     }
     existing = args.results / "analysis" / "photos-end-to-end.json"
@@ -135,7 +150,7 @@ def main() -> None:
     shown = [row for row in record["rows"] if row["passes"] is None or row["model"] == model and (
         row["pipeline"].endswith(f", {args.detector} detector") or row["pipeline"].endswith(LABEL_FITTED))]
     photo_eval.plot_ced({row["pipeline"]: row["metrics"]["nmes"] for row in shown}, args.figure,
-                        title=f"{record['faces']} faces, validation persons of Helen and FG-NET")
+                        title=f"{record['faces']} faces, {record['persons'].split(' of ')[0]} of Helen and FG-NET")
 
 
 def appended(earlier: dict, record: dict) -> dict:

@@ -22,22 +22,24 @@ class ImageTooLarge(KpjaxError):
 
 def read_image(path: Path) -> np.ndarray:
     """Any image file (grey, RGBA, palette, 16-bit, CMYK) as (H, W, 3) uint8 RGB, upright as its EXIF says."""
-    return _decode(path, str(path))
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KpjaxError(f"{path}: no such file") from None
+    except OSError as error:
+        raise KpjaxError(f"{path}: unreadable image ({error.strerror})") from None
+    return decode_image(data, str(path))
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
-    """An image file's bytes (an upload), decoded in memory exactly as ``read_image`` reads a file."""
-    return _decode(io.BytesIO(data), name, max_pixels)
-
-
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """An image file's bytes (an upload, or a file ``read_image`` has read) as ``read_image`` describes."""
     try:
-        with Image.open(source) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if max_pixels is not None and image.width * image.height > max_pixels:
                 raise ImageTooLarge(
                     f"{name}: {image.width}x{image.height} pixels, more than the {max_pixels:,} accepted")
             if image.format == "JPEG" and image.mode in ("RGB", "L"):
-                decoded = _decode_jpeg(source)
+                decoded = _decode_jpeg(data)
                 if decoded is not None:
                     return decoded
             image.load()
@@ -49,20 +51,16 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None = None)
                 grey = np.clip(array / peak * 255.0, 0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise KpjaxError(f"{name}: no such file") from None
     except UnidentifiedImageError:  # its message names the file object, which for bytes is a memory address
         raise KpjaxError(f"{name}: unreadable image (not an image format Pillow reads)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise KpjaxError(f"{name}: unreadable image ({error})") from None
 
 
-def _decode_jpeg(source: Path | io.BytesIO) -> np.ndarray | None:
+def _decode_jpeg(data: bytes) -> np.ndarray | None:
     """A whole colour or grey JPEG by OpenCV's libjpeg-turbo: the same pixels as Pillow's, turned by its EXIF
-    orientation too, in three quarters of the time (1.5 against 2.0 ms a 640x480 photo, alternated;
-    benchmarks/README.md). None for data that does not end as a JPEG does (a cut file, which OpenCV would decode
-    in part): Pillow then reports what is wrong."""
-    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source.getvalue()
+    orientation too, in three quarters of the time (benchmarks/photo_latency.py). None for data that does not end
+    as a JPEG does (a cut file, which OpenCV would decode in part): Pillow then reports what is wrong."""
     if not data.endswith(b"\xff\xd9"):
         return None
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

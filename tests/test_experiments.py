@@ -186,6 +186,14 @@ def test_a_bad_peer_is_a_one_line_error_before_any_work(tmp_path, script, spec, 
     assert done.stderr.strip().splitlines()[-1].startswith(f"{script}: error: " + message.replace("{missing}", str(tmp_path)))
 
 
+def test_the_training_persons_photos_never_replace_the_headline():
+    done = subprocess.run([sys.executable, EXPERIMENTS / "photos_end_to_end.py", "--persons", "train"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("photos_end_to_end.py: error: --persons train needs --results "
+                                                     "elsewhere: the headline's results are the validation persons'")
+
+
 def test_a_missing_source_is_a_one_line_error_before_any_work(tmp_path):
     done = subprocess.run([sys.executable, EXPERIMENTS / "confidence.py", "--data-root", tmp_path, "--sources", "nosuch"],
                           capture_output=True, text=True, timeout=600)

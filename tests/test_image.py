@@ -69,6 +69,11 @@ def test_errors_name_the_upload():
         read_image("missing.png")
 
 
+def test_a_folder_is_no_image(tmp_path):
+    with pytest.raises(KpjaxError, match=rf"^{tmp_path}: unreadable image \(Is a directory\)$"):
+        read_image(tmp_path)
+
+
 def test_composed_affines_apply_one_after_the_other_and_mirroring_twice_is_nothing():
     rng = np.random.default_rng(0)
     inner, outer, points = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.normal(size=(5, 2))
