@@ -1,9 +1,10 @@
-"""The shipped model's recipe: configs/photo_wide.py's on faces at 128 x 128 instead of 96 x 96 (the eyes 48 px
-apart, not 36), with the context and the shift scaled with them (margin 32 px, shift +-8 px).
+"""configs/photo_wide.py's recipe on faces at 128 x 128 instead of 96 x 96 (the eyes 48 px apart, not 36), with the
+context and the shift scaled with them (margin 32 px, shift +-8 px): the model shipped before
+configs/photo_hires_wing.py, the same recipe with the Wing loss.
 
     kpjax train --config configs/photo_hires.py --run-dir runs/photo_hires
 
-The shipped run trained on the H200 lent to one session, beside configs/photo_wide.py's network with a last
+Its run trained on the H200 lent to one session, beside configs/photo_wide.py's network with a last
 decoder stage at 1/2 resolution (`heatmap-fine`: 3.41 %), both in one 9-minute call
 (experiments/device_train.py pack configs/photo_hires.py 80, then drive): 1.5 s an epoch, stopped by the call's
 deadline after 230 of its 266 epochs; the best validation epoch, 197, was kept. End to end it took the NME from

@@ -121,12 +121,14 @@ def _photos_section(record: dict) -> list[str]:
              "distance (300-W's normaliser); failures: NME > 10 % (of found faces); AUC of the CED to 10 %; Kaggle px: "
              "the mean NME at the Kaggle frame's scale. A false face is a detection matching no annotated face (a "
              "photo may show unannotated faces too). n passes: up to n, each face re-cropped until its crop moves less "
-             "than 2 px of the frame (photo_hires-cal's and photo_160-cal's rows) or 0.5 px (the others, measured "
-             "before that change); photo_hires-cal's and photo_160-cal's rows average each face's last two passes, "
+             "than 2 px of the frame (the rows of the calibrated models, *-cal) or 0.5 px (the others, measured "
+             "before that change); the calibrated models' rows average each face's last two passes, "
              "except those marked \"last pass only\" or \"converged at 0.5 px\", which take the last pass alone, "
              "as every other row, measured before that change, does. ms/photo: median, decode to keypoints, one photo "
              "at a time, on the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of "
-             "photo_hires-cal and photo_160-cal were measured in one session (2026-11-27, the fourth; the one "
+             "photo_hires_wing-cal (the shipped model), photo_hires-mse2-cal and photo_hires-cal's 1 and 3 passes on "
+             "the fast detector were measured in one session (2026-11-27, the fifth), photo_hires-cal's others and "
+             "photo_160-cal's in the one before it (the fourth; the one "
              "\"converged at 0.5 px\" in the third), those of photo_hires-hidden's fast "
              "detector, photo_hires, photo_160 and photo_hires-wingft in the one before it (the third), those of "
              "photo12-* and photo_wide-short-* in the one "
@@ -167,7 +169,7 @@ def _photos_section(record: dict) -> list[str]:
         ("the wider heatmap CNN, 0.69 M parameters against 0.31 M (configs/photo_wide.py, 295 epochs on a GPU, best "
          "epoch 210)", f"kpjax photo-long, 3 passes{haar}", f"kpjax photo_wide, 3 passes{haar}"),
         ("its error head refitted with aflw-21's hidden points (`experiments/error_likelihood.py --hidden`: the same "
-         "keypoints, another expected NME to drop non-faces by; the model shipped before)",
+         "keypoints, another expected NME to drop non-faces by; the model shipped before photo_hires)",
          f"kpjax photo_wide, 3 passes{haar}", f"kpjax photo_wide-hidden, 3 passes{haar}"),
         ("a still wider CNN at 96 x 96, 1.9 M parameters (`heatmap-xl`, 217 epochs on a GPU, best epoch 90)",
          f"kpjax photo_wide-hidden, 3 passes{haar}", f"kpjax photo_wide-xl, 3 passes{haar}"),
@@ -180,7 +182,7 @@ def _photos_section(record: dict) -> list[str]:
         ("the same network calibrated to the convention of the photos scored here: one offset per keypoint, the "
          "mean residual on the label-fitted crops of helen-68-train's and fgnet-68's training persons (`kpjax "
          "calibrate --model runs/photo_hires-cal --data ../shared/data/helen-68-train --data "
-         "../shared/data/fgnet-68`; the shipped model)",
+         "../shared/data/fgnet-68`; the model shipped before the Wing one)",
          f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}"),
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
          "shipped: 1.56x the pixels; calibrated, below)",
@@ -213,8 +215,20 @@ def _photos_section(record: dict) -> list[str]:
         ("faces at 160 x 160, calibrated the same way (runs/photo_160-cal)",
          f"kpjax photo_hires-cal, 3 passes{haar}", f"kpjax photo_160-cal, 3 passes{haar}"),
         ("and with flip TTA", f"kpjax photo_160-cal, 3 passes{haar}", f"kpjax photo_160-cal, 3 passes + flip TTA{haar}"),
+        ("the Wing loss instead of MSE at 128 x 128, each trained from scratch from the same seed, side by side on "
+         "the H200 in one call, and calibrated (configs/photo_hires_wing.py, 224 epochs, best 206, against "
+         "configs/photo_hires.py's recipe, 230 epochs, best 137: `experiments/device_train.py drive 525 OUT "
+         "wing=heatmap-wide:wing mse=heatmap-wide`; then `kpjax calibrate`)",
+         f"kpjax photo_hires-mse2-cal, 3 passes{haar}", f"kpjax photo_hires_wing-cal, 3 passes{haar}"),
+        ("the Wing model against the MSE model shipped before it (the shipped model; the rows below are its)",
+         f"kpjax photo_hires-cal, 3 passes{haar}", f"kpjax photo_hires_wing-cal, 3 passes{haar}"),
+        ("a second pass on the shipped model", f"kpjax photo_hires_wing-cal, 1 pass{haar}",
+         f"kpjax photo_hires_wing-cal, 2 passes{haar}"),
+        ("a third pass", f"kpjax photo_hires_wing-cal, 2 passes{haar}", f"kpjax photo_hires_wing-cal, 3 passes{haar}"),
+        ("flip test-time augmentation", f"kpjax photo_hires_wing-cal, 3 passes{haar}",
+         f"kpjax photo_hires_wing-cal, 3 passes + flip TTA{haar}"),
         ("`--detector thorough` (Haar frontal and profile proposals, kept by the face-verifier CNN)",
-         f"kpjax photo_hires-cal, 3 passes{haar}", "kpjax photo_hires-cal, 3 passes, thorough detector"),
+         f"kpjax photo_hires_wing-cal, 3 passes{haar}", "kpjax photo_hires_wing-cal, 3 passes, thorough detector"),
     ]
     bought = [f"- {what}: NME {nme[a]['nme_mean']:.2%} → **{nme[b]['nme_mean']:.2%}**, failures "
               f"{nme[a]['failure_rate']:.1%} → {nme[b]['failure_rate']:.1%}, {nme[a]['ms_per_photo_median']:.0f} → "
