@@ -4,7 +4,8 @@ context at quality 85: 51 MB, PSNR 41.9 dB against the crops; photo_hires.py's 1
 56 MB), and every variant trains in parallel on the one GPU.
 
     python experiments/device_train.py pack [CONFIG [QUALITY]]   # here: writes .devrun/{images.bin,meta.npz}
-    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS] ...]   # there: calibrate, train, tar runs
+    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS] ...] [--set KEY=VALUE ...]   # there:
+        # calibrate, train, tar runs; --set as kpjax train's, for every run (init=RUN_DIR fine-tunes a run carried along)
     python experiments/device_train.py resume BUDGET_S OUT MODEL[:LOSS]:EPOCHS:RUN_DIR ...   # there: continue runs
 
 The packed faces are CONFIG's (default configs/photo.py), and every run trains CONFIG's recipe with its model and
@@ -24,6 +25,10 @@ import numpy as np
 PACKED = Path(".devrun")  # kept out of git by .git/info/exclude; carried to the device
 VARIANTS = {"heatmap": "heatmap", "wide": "heatmap-wide"}  # drive's runs unless its command line names others
 LIMIT = int(os.environ.get("KPJAX_DEV_LIMIT", "0"))  # faces, for a local smoke test
+# An epoch's wall time over the training seconds its calibration measured: validation and checkpoints lie outside
+# them, and runs side by side slow as they go. At 1.05, then 1.25, two runs in a call reached epochs 224-230 of the
+# 266-271 their cosine schedules planned, their learning rates not yet annealed (1.8-1.9 s an epoch of wall time).
+EPOCH_WALL = 1.5
 
 
 def load_dataset():
@@ -65,20 +70,24 @@ def pack(config: str = "configs/photo.py", quality: int = 85) -> None:
     print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
 
 
-def train_one(variant: str, epochs: int, run_dir: str, resume: bool = False) -> None:
-    """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's."""
+def train_one(variant: str, epochs: int, run_dir: str, resume: bool = False, settings: tuple[str, ...] = ()) -> None:
+    """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's;
+    ``settings``: ``--set`` KEY=VALUE overrides."""
+    from kpjax.config import override
     from kpjax.train import train
 
     model, _, loss = variant.partition(":")
-    config = dataclasses.replace(packed_config(), model=model, epochs=epochs, **({"loss": loss} if loss else {}))
+    config = dataclasses.replace(override(packed_config(), list(settings)), model=model, epochs=epochs,
+                                 **({"loss": loss} if loss else {}))
     train(config, Path(run_dir), resume=resume, dataset=load_dataset())
 
 
-def launch(command: str, model: str, epochs: int, run_dir: Path, log: Path) -> subprocess.Popen:
+def launch(command: str, model: str, epochs: int, run_dir: Path, log: Path,
+           settings: tuple[str, ...] = ()) -> subprocess.Popen:
     """``command`` ("train" or "resume-one") in a process of its own: the runs share the GPU, a third of its
     memory each."""
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, __file__, command, model, str(epochs), str(run_dir)],
+    return subprocess.Popen([sys.executable, __file__, command, model, str(epochs), str(run_dir), *settings],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -108,7 +117,7 @@ def wait_all(procs: dict, deadline: float) -> None:
             proc.wait(timeout=60)
 
 
-def drive(budget: float, out: Path, variants: dict[str, str]) -> None:
+def drive(budget: float, out: Path, variants: dict[str, str], settings: tuple[str, ...] = ()) -> None:
     start = time.time()
     work = Path("/tmp/kpjax-gpu")
     work.mkdir(exist_ok=True)
@@ -119,7 +128,7 @@ def drive(budget: float, out: Path, variants: dict[str, str]) -> None:
     print("versions", jax.__version__, flax.__version__, optax.__version__, orbax.checkpoint.__version__,
           jax.devices(), flush=True)
     cal_epochs = 3
-    procs = {name: launch("train", model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log")
+    procs = {name: launch("train", model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log", settings)
              for name, model in variants.items()}
     wait_all(procs, start + 240)
     calibration = time.time() - start
@@ -140,9 +149,9 @@ def drive(budget: float, out: Path, variants: dict[str, str]) -> None:
     left = deadline - time.time() - 30
     procs = {}
     for name, (epoch_s, overhead) in plan.items():
-        epochs = int(min(400, (left - overhead) / (epoch_s * 1.05)))
+        epochs = int(min(400, (left - overhead) / (epoch_s * EPOCH_WALL)))
         print(f"{name}: {epochs} epochs at {epoch_s:.2f} s (overhead {overhead:.0f} s)", flush=True)
-        procs[name] = launch("train", variants[name], epochs, work / name, work / f"{name}.log")
+        procs[name] = launch("train", variants[name], epochs, work / name, work / f"{name}.log", settings)
     wait_all(procs, deadline)
     for name in procs:
         history = epochs_of(work / name)
@@ -170,11 +179,15 @@ def resume(budget: float, out: Path, jobs: list[str]) -> None:
     print("total", round(time.time() - start), "s", flush=True)
 
 
+def drive_command(budget: float, out: Path, args: list[str]) -> None:
+    cut = args.index("--set") if "--set" in args else len(args)
+    drive(budget, out, dict(v.split("=") for v in args[:cut]) or VARIANTS, tuple(args[cut + 1:]))
+
+
 COMMANDS = {
     "pack": lambda config="configs/photo.py", quality="85": pack(config, int(quality)),
-    "drive": lambda budget, out, *variants: drive(float(budget), Path(out),
-                                                  dict(v.split("=") for v in variants) or VARIANTS),
-    "train": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir),
+    "drive": lambda budget, out, *args: drive_command(float(budget), Path(out), list(args)),
+    "train": lambda model, epochs, run_dir, *settings: train_one(model, int(epochs), run_dir, settings=settings),
     "resume": lambda budget, out, *jobs: resume(float(budget), Path(out), list(jobs)),
     "resume-one": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir, resume=True),
 }
