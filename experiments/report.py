@@ -497,9 +497,9 @@ def _confidence_section(record: dict, likelihood: dict | None, signals: dict | N
              "keypoints on their stop-gradient residuals under a Laplace likelihood, and on the points annotators saw "
              "hidden, which have no residual, by the likelihood that their error exceeds a threshold: "
              "kpjax/train_step.py error_nll) gives each point an expected error and each face an expected NME, its "
-             "quality score. The shipped head was refitted so, on the finished model's frozen features "
-             "(`experiments/error_likelihood.py --hidden`, below), a step kept from the models trained before hidden "
-             "points were. Validation persons only; failures: NME > 10 %; "
+             "quality score. The shipped model's head trained so beside its keypoints; the models before it, trained "
+             "before hidden points were, had theirs refitted so on the finished model's frozen features "
+             "(`experiments/error_likelihood.py --hidden`, below). Validation persons only; failures: NME > 10 %; "
              "the flagging threshold is the expected NME's 90th percentile among the good faces (<= 10 % false alarms).",
              "", "Model: the median Spearman if the errors were drawn from the head's own Laplace model (a point's "
              "error scatters around its expected value by about half of it, so even a perfect estimate ranks "
@@ -544,8 +544,12 @@ def _confidence_section(record: dict, likelihood: dict | None, signals: dict | N
                  "they were the part of the nose tip's and the mouth corners' errors that the face's size "
                  "predicted (0.485 → 0.375, 0.46 → 0.36; the size-alone baseline fell with them, 0.392 → "
                  "0.317). Per eye distance it was 0.398. Averaging each face's last two passes (`kpjax.inference."
-                 "Predictor`) took it from 0.415 to the figure above (`git show 9277aef:experiments/results/analysis/"
-                 "confidence.json`): the points it moves least are the ones whose errors the head ranked best.")
+                 "Predictor`) took it from 0.415 to 0.403 (`git show 9277aef:experiments/results/analysis/"
+                 "confidence.json`): the points it moves least are the ones whose errors the head ranked best. The "
+                 "Wing model shipped since took it to the figure above (`git show db11428:experiments/results/"
+                 "analysis/confidence.json` for the MSE model's): its keypoints are closer (3.18 % → 3.11 % end to "
+                 "end), and the Wing loss pulls hardest on the small errors, so what is left varies less from point "
+                 "to point for the head to rank, while it flags the failing faces as well as before.")
     lines += [f"- End to end, the face's expected NME against its actual NME: Spearman {e['spearman_faces']:.3f}; "
               f"the same threshold flags {e['flagging']['false_faces_flagged']} of the {e['flagging']['false_faces']} "
               "false faces.",
