@@ -6,7 +6,7 @@ context at quality 85: 51 MB, PSNR 41.9 dB against the crops; photo_hires.py's 1
     python experiments/device_train.py pack [CONFIG [QUALITY]]   # here: writes .devrun/{images.bin,meta.npz}
     python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS] ...] [--set KEY=VALUE ...]   # there:
         # calibrate, train, tar runs; --set as kpjax train's, for every run (init=RUN_DIR fine-tunes a run carried along)
-    python experiments/device_train.py resume BUDGET_S OUT MODEL[:LOSS]:EPOCHS:RUN_DIR ...   # there: continue runs
+    python experiments/device_train.py resume BUDGET_S OUT EPOCHS:RUN_DIR ...   # there: continue runs to EPOCHS
 
 The packed faces are CONFIG's (default configs/photo.py), and every run trains CONFIG's recipe with its model and
 epochs replaced. On a machine that holds the data, `kpjax train --config CONFIG` is the same training.
@@ -70,7 +70,7 @@ def pack(config: str = "configs/photo.py", quality: int = 85) -> None:
     print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
 
 
-def train_one(variant: str, epochs: int, run_dir: str, resume: bool = False, settings: tuple[str, ...] = ()) -> None:
+def train_one(variant: str, epochs: int, run_dir: str, settings: tuple[str, ...] = ()) -> None:
     """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's;
     ``settings``: ``--set`` KEY=VALUE overrides."""
     from kpjax.config import override
@@ -79,15 +79,23 @@ def train_one(variant: str, epochs: int, run_dir: str, resume: bool = False, set
     model, _, loss = variant.partition(":")
     config = dataclasses.replace(override(packed_config(), list(settings)), model=model, epochs=epochs,
                                  **({"loss": loss} if loss else {}))
-    train(config, Path(run_dir), resume=resume, dataset=load_dataset())
+    train(config, Path(run_dir), dataset=load_dataset())
 
 
-def launch(command: str, model: str, epochs: int, run_dir: Path, log: Path,
-           settings: tuple[str, ...] = ()) -> subprocess.Popen:
-    """``command`` ("train" or "resume-one") in a process of its own: the runs share the GPU, a third of its
-    memory each."""
+def resume_one(epochs: int, run_dir: str) -> None:
+    """The run continued to ``epochs`` with the recipe it saved, as ``kpjax train --resume`` continues one."""
+    from kpjax.config import TrainConfig
+    from kpjax.train import train
+
+    config = dataclasses.replace(TrainConfig.load(Path(run_dir)), epochs=epochs)
+    train(config, Path(run_dir), resume=True, dataset=load_dataset())
+
+
+def launch(log: Path, command: str, *args) -> subprocess.Popen:
+    """``command`` ("train" or "resume-one") with ``args`` in a process of its own: the runs share the GPU, a third
+    of its memory each."""
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, __file__, command, model, str(epochs), str(run_dir), *settings],
+    return subprocess.Popen([sys.executable, __file__, command, *map(str, args)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -128,7 +136,7 @@ def drive(budget: float, out: Path, variants: dict[str, str], settings: tuple[st
     print("versions", jax.__version__, flax.__version__, optax.__version__, orbax.checkpoint.__version__,
           jax.devices(), flush=True)
     cal_epochs = 3
-    procs = {name: launch("train", model, cal_epochs, work / f"cal-{name}", work / f"cal-{name}.log", settings)
+    procs = {name: launch(work / f"cal-{name}.log", "train", model, cal_epochs, work / f"cal-{name}", *settings)
              for name, model in variants.items()}
     wait_all(procs, start + 240)
     calibration = time.time() - start
@@ -151,7 +159,9 @@ def drive(budget: float, out: Path, variants: dict[str, str], settings: tuple[st
     for name, (epoch_s, overhead) in plan.items():
         epochs = int(min(400, (left - overhead) / (epoch_s * EPOCH_WALL)))
         print(f"{name}: {epochs} epochs at {epoch_s:.2f} s (overhead {overhead:.0f} s)", flush=True)
-        procs[name] = launch("train", variants[name], epochs, work / name, work / f"{name}.log", settings)
+        if epochs < 1:
+            continue  # the budget left no time to train it: nothing to launch or bring back
+        procs[name] = launch(work / f"{name}.log", "train", variants[name], epochs, work / name, *settings)
     wait_all(procs, deadline)
     for name in procs:
         history = epochs_of(work / name)
@@ -163,15 +173,14 @@ def drive(budget: float, out: Path, variants: dict[str, str], settings: tuple[st
 
 
 def resume(budget: float, out: Path, jobs: list[str]) -> None:
-    """Continue runs (MODEL[:LOSS]:EPOCHS:RUN_DIR, LOSS the one they trained with) from their newest whole
-    checkpoint, in parallel, to EPOCHS."""
+    """Continue runs (EPOCHS:RUN_DIR) from their newest whole checkpoint, in parallel, to EPOCHS."""
     start = time.time()
     procs, logs = {}, {}
     for job in jobs:
-        model, epochs, run_dir = job.rsplit(":", 2)
+        epochs, run_dir = job.split(":", 1)
         run_dir = Path(run_dir)
         logs[run_dir] = Path(f"/tmp/resume-{run_dir.name}.log")
-        procs[run_dir] = launch("resume-one", model, int(epochs), run_dir, logs[run_dir])
+        procs[run_dir] = launch(logs[run_dir], "resume-one", int(epochs), run_dir)
     wait_all(procs, start + budget)
     for run_dir, log in logs.items():
         print(log.read_text()[-1500:], flush=True)
@@ -189,7 +198,7 @@ COMMANDS = {
     "drive": lambda budget, out, *args: drive_command(float(budget), Path(out), list(args)),
     "train": lambda model, epochs, run_dir, *settings: train_one(model, int(epochs), run_dir, settings=settings),
     "resume": lambda budget, out, *jobs: resume(float(budget), Path(out), list(jobs)),
-    "resume-one": lambda model, epochs, run_dir: train_one(model, int(epochs), run_dir, resume=True),
+    "resume-one": lambda epochs, run_dir: resume_one(int(epochs), run_dir),
 }
 
 if __name__ == "__main__":

@@ -125,8 +125,8 @@ class Predictor:
     places the first crop only roughly, the keypoints place the next one the way training crops are placed.
     With ``flip_tta``, the last crop is predicted mirrored too (``with_mirrored``). With ``average_passes``, a
     face's keypoints and expected errors are the mean of its last two passes': the two crops place the face
-    differently, so their errors partly cancel, at no extra network call (the shipped model end to end, 3.23 % ->
-    3.18 % NME; EXPERIMENTS.md, "Headline").
+    differently, so their errors partly cancel, at no extra network call (end to end, 3.23 % -> 3.18 % NME on the
+    model shipped before the current one; EXPERIMENTS.md, "Headline").
     A detected face whose expected NME (its quality score) is above ``not_a_face_nme`` is dropped as no face.
     """
 
