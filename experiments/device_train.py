@@ -189,8 +189,17 @@ def resume(budget: float, out: Path, jobs: list[str]) -> None:
 
 
 def drive_command(budget: float, out: Path, args: list[str]) -> None:
+    from kpjax.config import override
+    from kpjax.errors import KpjaxError
+
     cut = args.index("--set") if "--set" in args else len(args)
-    drive(budget, out, dict(v.split("=") for v in args[:cut]) or VARIANTS, tuple(args[cut + 1:]))
+    settings = tuple(args[cut + 1:])
+    try:
+        override(packed_config(), list(settings))  # a bad setting fails here, not in every run's log
+    except KpjaxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    drive(budget, out, dict(v.split("=") for v in args[:cut]) or VARIANTS, settings)
 
 
 COMMANDS = {
