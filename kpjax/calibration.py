@@ -53,6 +53,18 @@ def in_seed_units(offset: np.ndarray, size: int) -> np.ndarray:
     return offset.reshape(-1) / (size / 2)
 
 
+def apply_offset(predictions: np.ndarray, offset: np.ndarray | None, size: int,
+                 flip_permutation: tuple[int, ...] | None = None) -> np.ndarray:
+    """(N, 2K) predictions in the seed's units moved by ``offset`` ((K, 2) frame pixels; None, an uncalibrated
+    model's, moves nothing): every numpy prediction path calibrates here, the exported graph by the same
+    ``in_seed_units``. ``flip_permutation``: the predictions are of mirrored crops, so the offset is mirrored too."""
+    if offset is None:
+        return predictions
+    if flip_permutation is not None:
+        offset = mirrored(offset, flip_permutation)
+    return predictions + in_seed_units(offset, size)
+
+
 def fit_offset(predicted: np.ndarray, dataset: Dataset) -> np.ndarray:
     """(K, 2) frame pixels: each keypoint's mean residual (label minus prediction) over the faces that mark it;
     0 for a keypoint none of them marks. ``predicted``: (N, 2K) in the seed's units, uncalibrated."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from kpjax.calibration import fit_offset, in_seed_units, offset_of
+from kpjax.calibration import apply_offset, fit_offset, offset_of
 from kpjax.dataset import Dataset, group_split
 from kpjax.errors import KpjaxError
 from kpjax.inference import predict_model
@@ -65,7 +65,7 @@ def fit_calibration(model: nnx.Module, dataset: Dataset, persons: str = "train",
                            (np.arange(len(dataset)), np.zeros(0, int)))
     raw = predict_model(model, dataset.images)
     offset = fit_offset(raw[fit_index], dataset.subset(fit_index))
-    moved = raw + in_seed_units(offset, dataset.size)
+    moved = apply_offset(raw, offset, dataset.size)
     report = {"persons": persons}
     for name, index in (("fitted on", fit_index), ("held out", held_out)):
         if len(index):

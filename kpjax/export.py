@@ -37,7 +37,7 @@ import onnxruntime
 from flax import nnx
 from jax import export
 
-from kpjax.calibration import in_seed_units, offset_of
+from kpjax.calibration import apply_offset, in_seed_units, offset_of
 from kpjax.config import TrainConfig
 from kpjax.errors import KpjaxError
 from kpjax.forward import Forward, predict_step, split_model
@@ -430,9 +430,7 @@ def verify(proto, model: nnx.Module, config: TrainConfig, batch: int = 8, seed: 
     shape = (batch, config.size, config.size, config.channels)
     images = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
     expected = [np.asarray(x) for x in predict_step(*split_model(model), images) if x is not None]
-    offset = offset_of(model)
-    if offset is not None:
-        expected[0] = expected[0] + in_seed_units(offset, config.size)
+    expected[0] = apply_offset(expected[0], offset_of(model), config.size)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     actual = session.run(list(OUTPUTS[: len(expected)]), {"images": images})
     difference = max(float(np.abs(a - e).max() / (1.0 if name == "keypoints" else np.abs(e).max()))

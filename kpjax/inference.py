@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from kpjax.augment import flip_targets
-from kpjax.calibration import in_seed_units, mirrored, offset_of
+from kpjax.calibration import apply_offset, offset_of
 from kpjax.config import TrainConfig
 from kpjax.detect import Detection, FaceDetector, box_matrix, frame_box, is_face_crop
 from kpjax.errors import KpjaxError
@@ -87,8 +87,7 @@ def predict_model(model: nnx.Module, images: np.ndarray, batch_size: int = PREDI
     """Predictions in the seed's units (see ``predict_normalised``), by XLA, as training and evaluation make them,
     moved by the model's calibration (``kpjax.calibration``) where it has one."""
     predictions = predict_normalised(xla_forward(model), images, batch_size, flip_permutation)
-    offset = offset_of(model)
-    return predictions if offset is None else predictions + in_seed_units(offset, images.shape[1])
+    return apply_offset(predictions, offset_of(model), images.shape[1])
 
 
 def expected_nme(points: np.ndarray, errors: np.ndarray, layout_name: str) -> float:
@@ -157,9 +156,9 @@ class Predictor:
             return [(Detection(frame_box(matrix, size), None), matrix)]
         return [(d, box_matrix(d.box, size)) for d in self.detector(image)]
 
-    def frame_keypoints(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, K, 2) keypoints and (N, K) expected errors (None without an error head) in frame pixels,
-        batches padded to a power of two (at most ``batch_size``)."""
+    def frame_keypoints(self, frames: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, K, 2) calibrated keypoints and (N, K) expected errors (None without an error head) in frame pixels,
+        batches padded to a power of two (at most ``batch_size``); ``mirror``: the frames hold mirrored faces."""
         n = len(frames)
         if n == 0:
             return np.zeros((0, self.layout.num_keypoints, 2), np.float32), None
@@ -167,18 +166,18 @@ class Predictor:
         if n < batch:
             frames = np.concatenate([frames, np.zeros((batch - n, *frames.shape[1:]), frames.dtype)])
         normalised, errors = predict_with_errors(self.forward, frames, batch)
-        points = denormalise(normalised[:n], self.config.size).reshape(n, -1, 2)
+        normalised = apply_offset(normalised[:n], self.offset, self.config.size,
+                                  self.layout.flip_permutation if mirror else None)
+        points = denormalise(normalised, self.config.size).reshape(n, -1, 2)
         return points, None if errors is None else errors[:n]
 
     def placed_keypoints(self, crops: list[tuple[np.ndarray, np.ndarray]], mirror: bool = False,
                          ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Each (image, image -> frame affine) crop's keypoints and expected errors in image pixels, the crops
-        predicted together; ``mirror``: the affines mirror the face, so the calibration offset is mirrored too."""
+        predicted together; ``mirror``: the affines mirror the face."""
         size, color = self.config.size, self.config.color
         frames = [warp(image, matrix, size, color) for image, matrix in crops]
-        predicted, expected = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)))
-        if self.offset is not None:
-            predicted = predicted + (mirrored(self.offset, self.layout.flip_permutation) if mirror else self.offset)
+        predicted, expected = self.frame_keypoints(np.stack(frames) if frames else np.zeros((0,)), mirror)
         return [(apply_affine(invert_affine(matrix), frame_points),  # errors: frame pixels times the crop's scale
                  None if expected is None else expected[j] / np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
                 for j, ((_, matrix), frame_points) in enumerate(zip(crops, predicted))]

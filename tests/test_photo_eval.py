@@ -169,7 +169,7 @@ def test_refinement_stops_once_the_crop_moves_less_than_converged_px(tmp_path, t
         predictor = Predictor(model, config, detector, passes=3, converged_px=converged_px)
         passes = []
         predict = predictor.frame_keypoints
-        monkeypatch.setattr(predictor, "frame_keypoints", lambda frames: passes.append(len(frames)) or predict(frames))
+        monkeypatch.setattr(predictor, "frame_keypoints", lambda frames, mirror=False: passes.append(len(frames)) or predict(frames, mirror))
         [[face]] = predictor([image])
         points[converged_px] = face.points
         assert len(passes) == (3 if converged_px == 0.0 else 1)
@@ -207,7 +207,7 @@ def test_label_fitted_crops_place_each_face_by_its_annotated_points(tmp_path, tr
     model, config = load_model(trained_run)
     predictor = Predictor(model, config)
     answer = mean_face(config.size).astype(np.float32)
-    monkeypatch.setattr(predictor, "frame_keypoints", lambda frames: (
+    monkeypatch.setattr(predictor, "frame_keypoints", lambda frames, mirror=False: (
         np.repeat(answer[None], len(frames), 0), np.ones((len(frames), len(answer)), np.float32)))
     records = photo_eval.run_label_fitted(predictor, photos)
     metrics = photo_eval.score(photos, records)
