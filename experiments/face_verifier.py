@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ROOT, write_analysis
-from detection import annotated_photos
+from detection import AFLW, annotated_photos
 
 import jax
 import optax
@@ -41,8 +41,8 @@ def labelled_patches(photos, proposer: FaceDetector, rng: np.random.Generator) -
     """(N, CROP, CROP, 1) uint8 patches and (N,) labels (1 face, 0 not) from every photo."""
     images, labels = [], []
     for photo in photos:
-        grey, factor = proposer.search_image(read_image(photo.path))
-        x, y, side, _ = face_square(photo.faces[0] * factor)
+        grey, factor = proposer.search_image(read_image(photo.image))
+        x, y, side, _ = face_square(photo.marked[0] * factor)
         centre = np.array([x + side / 2, y + side / 2])
         boxes, box_labels = [], []
         for box in proposer.proposals(grey)[0]:
@@ -71,8 +71,8 @@ def labelled_patches(photos, proposer: FaceDetector, rng: np.random.Generator) -
 
 def draw(photos: list, count: int, crops: int, rng: np.random.Generator, seed: int = 0) -> list:
     """``count`` whole photos drawn with ``rng`` and ``crops`` AFLW crops drawn with the ``seed``, in their order."""
-    whole = [i for i, photo in enumerate(photos) if photo.yaw is None]
-    aflw = [i for i, photo in enumerate(photos) if photo.yaw is not None]
+    whole = [i for i, photo in enumerate(photos) if photo.source != AFLW]
+    aflw = [i for i, photo in enumerate(photos) if photo.source == AFLW]
     if len(aflw) > crops:
         aflw = np.random.default_rng(seed).choice(aflw, crops, replace=False).tolist()
     keep = set(aflw) | set(rng.choice(whole, min(count, len(whole)), replace=False).tolist())

@@ -45,6 +45,20 @@ def test_experiment_runs_one_epoch_and_records_results(tmp_path, script, name, e
     assert (tmp_path / "runs" / "validation_grid.png").exists()  # real faces: drawn under runs/, not committed
 
 
+def test_face_verifier_trains_on_the_shared_photos_and_its_weights_load(shared_data, tmp_path):
+    """The script behind the shipped verifier's weights still runs (it once broke when the photos' reader moved)."""
+    from kpjax.verify import load_verifier
+
+    args = ["--data-root", shared_data, "--photos", "12", "--aflw", "8", "--epochs", "1", "--batch", "16",
+            "--out", tmp_path / "verifier.npz", "--results", tmp_path]
+    done = subprocess.run([sys.executable, EXPERIMENTS / "face_verifier.py", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "analysis" / "face_verifier.json").read_text())
+    assert result["train_faces"] > 0 and result["train_patches"] > result["train_faces"]
+    load_verifier(tmp_path / "verifier.npz")
+
+
 def test_a_run_trained_elsewhere_is_scored_as_it_is(tmp_path):
     """``--score-only`` records a finished run's figures without training it further (the shipped model trained on
     a GPU), with the device it names; a run root without the run is a one-line error."""
