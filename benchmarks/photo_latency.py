@@ -1,9 +1,10 @@
 """Single-photo latency, stage by stage, on a 640x480 JPEG with one face (scikit-image's astronaut), for the
-detectors (``--detector fast`` and ``thorough``) and the frontal Haar cascade kpjax had before the verifier,
-alternated run by run under the same load.
+detectors (``--detector fast`` and ``thorough``), the fast preset as it was before its cascade went to pyramid
+steps of 1.5 and the frontal Haar cascade kpjax had before the verifier, alternated run by run under the same load.
+``--data`` times real photos instead: the validation persons' photos of annotated sources, each once per pipeline.
 
     python benchmarks/photo_latency.py [--model RUN_DIR] [--compare RUN_DIR ...] [--passes N ...]
-        [--converged-px PX ...] [--runs 40]
+        [--converged-px PX ...] [--runs 40 | --data SOURCE ...]
 
 Stages: decode (the JPEG; beside it, not counted in the photo, the same file decoded by Pillow as kpjax did
 before it gave JPEGs to OpenCV), detect (search copy, cascade proposals, verifier), keypoints (crop, network,
@@ -28,10 +29,11 @@ from PIL import Image, ImageOps
 from skimage import data
 
 from kpjax.checkpoint import load_model
-from kpjax.detect import DETECTORS, FaceDetector, make_detector
+from kpjax.detect import DETECTORS, FAST_BEFORE, FaceDetector, make_detector
 from kpjax.errors import KpjaxError
 from kpjax.image import read_image
 from kpjax.inference import Predictor
+from kpjax.photo_eval import read_annotated_photos, select_persons
 from kpjax.records import draw_faces
 from kpjax.verify import patches
 
@@ -75,6 +77,9 @@ def main() -> None:
     parser.add_argument("--converged-px", type=float, nargs="*", default=[],
                         help="other refinement thresholds (frame px) to alternate with the default's, fast detector")
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--data", type=Path, nargs="+", default=[],
+                        help="annotated photo sources (e.g. ../shared/data/helen-68-train): their validation persons' "
+                             "photos, each timed once per pipeline, instead of the astronaut --runs times")
     args = parser.parse_args()
     try:
         model, config = load_model(args.model)
@@ -82,6 +87,7 @@ def main() -> None:
     except KpjaxError as error:
         parser.error(str(error))
     predictors = {name: Predictor(model, config, make_detector(name)) for name in DETECTORS}
+    predictors["fast (before)"] = Predictor(model, config, FaceDetector(**FAST_BEFORE))
     predictors["haar (before)"] = Predictor(model, config, FaceDetector(cascades=("frontal",), min_neighbors=4,
                                                                         verifier=None))
     predictors |= {name: Predictor(*loaded, make_detector("fast")) for name, loaded in others.items()}
@@ -91,17 +97,24 @@ def main() -> None:
     photo = np.zeros((480, 640, 3), np.uint8)  # the 512x512 photo scaled to 480x480 on a 640x480 canvas
     photo[:, 80:560] = cv2.resize(data.astronaut(), (480, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "astronaut.jpg"
-        cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        paths = [Path(folder) / "astronaut.jpg"] * args.runs
+        cv2.imwrite(str(paths[0]), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if args.data:
+            try:
+                paths = [p.image for source in args.data
+                         for p in select_persons(read_annotated_photos(str(source)), "val")]
+            except KpjaxError as error:
+                parser.error(str(error))
         for predictor in predictors.values():
-            stages(predictor, path)  # warm-up: compiles
+            stages(predictor, paths[0])  # warm-up: compiles
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         runs = {name: [] for name in predictors}
-        for _ in range(args.runs):
+        for path in paths:
             for name, predictor in predictors.items():
                 runs[name].append(stages(predictor, path))
         load_after = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"load average {' '.join(load_before)} -> {' '.join(load_after)}; medians of {args.runs} alternated runs, ms")
+    what = f"{len(paths)} validation photos" if args.data else f"{args.runs} runs"
+    print(f"load average {' '.join(load_before)} -> {' '.join(load_after)}; medians of {what}, alternated, ms")
     width = max(16, *(len(name) + 2 for name in runs))
     print(f"{'stage':16}" + "".join(f"{name:>{width}}" for name in runs))
     for stage in runs["fast"][0]:

@@ -25,7 +25,7 @@ import numpy as np
 from common import ROOT, write_analysis
 
 from kpjax.checkpoint import load_model
-from kpjax.detect import FaceDetector, make_detector
+from kpjax.detect import FAST_BEFORE, FaceDetector, make_detector
 from kpjax.image import read_image
 from kpjax.inference import NOT_A_FACE_NME, Predictor
 from kpjax.photo_eval import AnnotatedPhoto, face_square, found_and_false, read_annotated_photos, select_persons
@@ -89,6 +89,7 @@ def detectors() -> dict:
     return {
         "haar": lambda: FaceDetector(cascades=("frontal",), min_neighbors=4, verifier=None),  # kpjax's first detector
         "fast": lambda: make_detector("fast"),
+        "fast (before)": lambda: FaceDetector(**FAST_BEFORE),  # pyramid steps of 1.25, two windows a proposal
         "fast + keypoints": PredictPipeline,
         "thorough": lambda: make_detector("thorough"),
         "proposals": lambda: FaceDetector(verifier=None),  # thorough's first stage alone

@@ -124,10 +124,14 @@ def _photos_section(record: dict) -> list[str]:
              "than 2 px of the frame (the rows of the calibrated models, *-cal) or 0.5 px (the others, measured "
              "before that change); the calibrated models' rows average each face's last two passes, "
              "except those marked \"last pass only\" or \"converged at 0.5 px\", which take the last pass alone, "
-             "as every other row, measured before that change, does. ms/photo: median, decode to keypoints, one photo "
+             "as every other row, measured before that change, does. \"fast detector\": `--detector fast` as it is "
+             "now; \"fast detector (steps 1.25)\": the preset before its cascade went to pyramid steps of 1.5 "
+             "(2026-11-27, the sixth session, which measured the rows of the fast detector as it is now). ms/photo: "
+             "median, decode to keypoints, one photo "
              "at a time, on the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of "
              "photo_hires_wing-cal (the shipped model), photo_hires-mse2-cal and photo_hires-cal's 1 and 3 passes on "
-             "the fast detector were measured in one session (2026-11-27, the fifth), photo_hires-cal's others and "
+             "the fast detector (steps 1.25) were measured in one session (2026-11-27, the fifth), photo_hires-cal's "
+             "others and "
              "photo_160-cal's in the one before it (the fourth; the one "
              "\"converged at 0.5 px\" in the third), those of photo_hires-hidden's fast "
              "detector, photo_hires, photo_160 and photo_hires-wingft in the one before it (the third), those of "
@@ -154,81 +158,90 @@ def _photos_section(record: dict) -> list[str]:
                       f"detector finds): {same['label_fitted']['nme_mean']:.2%} on the label-fitted crops, "
                       f"{same['3 passes']['nme_mean']:.2%} through the pipeline's 3 passes."]
     nme = {row["pipeline"]: row["metrics"] for row in record["rows"]}
-    haar = ", fast detector"
+    before, now = ", fast detector (steps 1.25)", ", fast detector"  # the fast preset before and since its change
     steps = [  # (what changed, from pipeline, to pipeline)
         ("crops with 24 px of context, jittered like a detector's box (rotation ±15°, zoom ±15 %, shift ±6 px; "
          "sweep variant heatmap-jitter, the 68-point sources only, against the previous default, which also had "
-         "MTFL)", f"kpjax oracle-default, 3 passes{haar}", f"kpjax sweep-heatmap-jitter, 3 passes{haar}"),
+         "MTFL)", f"kpjax oracle-default, 3 passes{before}", f"kpjax sweep-heatmap-jitter, 3 passes{before}"),
         ("AFLW's in-the-wild faces added (runs/photo-no-mtfl, shipped two models ago)",
-         f"kpjax sweep-heatmap-jitter, 3 passes{haar}",
-         f"kpjax photo-no-mtfl, 3 passes{haar}"),
+         f"kpjax sweep-heatmap-jitter, 3 passes{before}",
+         f"kpjax photo-no-mtfl, 3 passes{before}"),
         ("MTFL's 5-point faces added (configs/photo.py, experiments/photo_recipe.py)",
-         f"kpjax photo-no-mtfl, 3 passes{haar}", f"kpjax photo, 3 passes{haar}"),
+         f"kpjax photo-no-mtfl, 3 passes{before}", f"kpjax photo, 3 passes{before}"),
         ("the same recipe trained longer on a GPU (a 328-epoch cosine schedule, its best epoch 155; "
-         "runs/photo-long)", f"kpjax photo, 3 passes{haar}", f"kpjax photo-long, 3 passes{haar}"),
+         "runs/photo-long)", f"kpjax photo, 3 passes{before}", f"kpjax photo-long, 3 passes{before}"),
         ("the wider heatmap CNN, 0.69 M parameters against 0.31 M (configs/photo_wide.py, 295 epochs on a GPU, best "
-         "epoch 210)", f"kpjax photo-long, 3 passes{haar}", f"kpjax photo_wide, 3 passes{haar}"),
+         "epoch 210)", f"kpjax photo-long, 3 passes{before}", f"kpjax photo_wide, 3 passes{before}"),
         ("its error head refitted with aflw-21's hidden points (`experiments/error_likelihood.py --hidden`: the same "
          "keypoints, another expected NME to drop non-faces by; the model shipped before photo_hires)",
-         f"kpjax photo_wide, 3 passes{haar}", f"kpjax photo_wide-hidden, 3 passes{haar}"),
+         f"kpjax photo_wide, 3 passes{before}", f"kpjax photo_wide-hidden, 3 passes{before}"),
         ("a still wider CNN at 96 x 96, 1.9 M parameters (`heatmap-xl`, 217 epochs on a GPU, best epoch 90)",
-         f"kpjax photo_wide-hidden, 3 passes{haar}", f"kpjax photo_wide-xl, 3 passes{haar}"),
+         f"kpjax photo_wide-hidden, 3 passes{before}", f"kpjax photo_wide-xl, 3 passes{before}"),
         ("faces at 128 x 128 instead of 96 x 96 (configs/photo_hires.py, 230 epochs on a GPU, best epoch 197)",
-         f"kpjax photo_wide-hidden, 3 passes{haar}", f"kpjax photo_hires, 3 passes{haar}"),
+         f"kpjax photo_wide-hidden, 3 passes{before}", f"kpjax photo_hires, 3 passes{before}"),
         ("at 128 x 128, a last decoder stage at 1/2 resolution (`heatmap-fine`, trained beside it: 199 epochs, best "
-         "epoch 90)", f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-fine, 3 passes{haar}"),
+         "epoch 90)", f"kpjax photo_hires, 3 passes{before}", f"kpjax photo_hires-fine, 3 passes{before}"),
         ("photo_hires's error head refitted with aflw-21's hidden points",
-         f"kpjax photo_hires, 3 passes{haar}", f"kpjax photo_hires-hidden, 3 passes{haar}"),
+         f"kpjax photo_hires, 3 passes{before}", f"kpjax photo_hires-hidden, 3 passes{before}"),
         ("the same network calibrated to the convention of the photos scored here: one offset per keypoint, the "
          "mean residual on the label-fitted crops of helen-68-train's and fgnet-68's training persons (`kpjax "
          "calibrate --model runs/photo_hires-cal --data ../shared/data/helen-68-train --data "
          "../shared/data/fgnet-68`; the model shipped before the Wing one)",
-         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}"),
+         f"kpjax photo_hires-hidden, 3 passes{before}", f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){before}"),
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
          "shipped: 1.56x the pixels; calibrated, below)",
-         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_160, 3 passes{haar}"),
+         f"kpjax photo_hires-hidden, 3 passes{before}", f"kpjax photo_160, 3 passes{before}"),
         ("the Wing loss instead of MSE (`kpjax train --config configs/photo.py --epochs 12 --loss wing|mse`, each "
          "from scratch on this CPU)",
-         f"kpjax photo12-mse, 3 passes{haar}", f"kpjax photo12-wing, 3 passes{haar}"),
+         f"kpjax photo12-mse, 3 passes{before}", f"kpjax photo12-wing, 3 passes{before}"),
         ("the same on the H200 in one short call, photo_wide's network at 96 x 96 (`experiments/device_train.py pack "
          "configs/photo_wide.py`, then `drive 140 OUT mse=heatmap-wide wing=heatmap-wide:wing`: MSE 18 epochs, Wing "
-         "14, each as many as its calibration fitted into the call)", f"kpjax photo_wide-short-mse, 3 passes{haar}",
-         f"kpjax photo_wide-short-wing, 3 passes{haar}"),
+         "14, each as many as its calibration fitted into the call)", f"kpjax photo_wide-short-mse, 3 passes{before}",
+         f"kpjax photo_wide-short-wing, 3 passes{before}"),
         ("photo_hires-hidden fine-tuned 4 epochs with the Wing loss on this CPU (`kpjax train --config "
          "configs/photo_hires.py --init runs/photo_hires-hidden --loss wing --epochs 4 --lr 2e-4 --schedule cosine`; "
          "not shipped: the loss pays when it trains the model, not as a finish)",
-         f"kpjax photo_hires-hidden, 3 passes{haar}", f"kpjax photo_hires-wingft, 3 passes{haar}"),
+         f"kpjax photo_hires-hidden, 3 passes{before}", f"kpjax photo_hires-wingft, 3 passes{before}"),
         ("refinement stopped once a crop moves less than 2 px instead of 0.5 px (`kpjax.inference.CONVERGED_PX`; "
          "the rows below and photo_160-cal's use 2 px): a third pass mostly no longer runs. The ms of these "
          "two rows come from separate runs; alternated on one photo (`benchmarks/photo_latency.py --converged-px "
          "0.5`), 20.0 → 17.6 ms",
-         f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){haar}",
-         f"kpjax photo_hires-cal, 3 passes (last pass only){haar}"),
+         f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){before}",
+         f"kpjax photo_hires-cal, 3 passes (last pass only){before}"),
         ("each face's last two passes averaged instead of the last alone (`kpjax.inference.Predictor`, "
          "`average_passes`: no extra network call; the rows below average them)",
-         f"kpjax photo_hires-cal, 3 passes (last pass only){haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
+         f"kpjax photo_hires-cal, 3 passes (last pass only){before}", f"kpjax photo_hires-cal, 3 passes{before}"),
         ("a second pass, re-cropped from the first pass's keypoints, the two averaged",
-         f"kpjax photo_hires-cal, 1 pass{haar}", f"kpjax photo_hires-cal, 2 passes{haar}"),
-        ("a third pass", f"kpjax photo_hires-cal, 2 passes{haar}", f"kpjax photo_hires-cal, 3 passes{haar}"),
+         f"kpjax photo_hires-cal, 1 pass{before}", f"kpjax photo_hires-cal, 2 passes{before}"),
+        ("a third pass", f"kpjax photo_hires-cal, 2 passes{before}", f"kpjax photo_hires-cal, 3 passes{before}"),
         ("flip test-time augmentation (the last crop predicted mirrored too: one more pass of the network)",
-         f"kpjax photo_hires-cal, 3 passes{haar}", f"kpjax photo_hires-cal, 3 passes + flip TTA{haar}"),
+         f"kpjax photo_hires-cal, 3 passes{before}", f"kpjax photo_hires-cal, 3 passes + flip TTA{before}"),
         ("faces at 160 x 160, calibrated the same way (runs/photo_160-cal)",
-         f"kpjax photo_hires-cal, 3 passes{haar}", f"kpjax photo_160-cal, 3 passes{haar}"),
-        ("and with flip TTA", f"kpjax photo_160-cal, 3 passes{haar}", f"kpjax photo_160-cal, 3 passes + flip TTA{haar}"),
+         f"kpjax photo_hires-cal, 3 passes{before}", f"kpjax photo_160-cal, 3 passes{before}"),
+        ("and with flip TTA", f"kpjax photo_160-cal, 3 passes{before}", f"kpjax photo_160-cal, 3 passes + flip TTA{before}"),
         ("the Wing loss instead of MSE at 128 x 128, each trained from scratch from the same seed, side by side on "
          "the H200 in one call, and calibrated (configs/photo_hires_wing.py, 224 epochs, best 206, against "
          "configs/photo_hires.py's recipe, 230 epochs, best 137: `experiments/device_train.py drive 525 OUT "
          "wing=heatmap-wide:wing mse=heatmap-wide`; then `kpjax calibrate`)",
-         f"kpjax photo_hires-mse2-cal, 3 passes{haar}", f"kpjax photo_hires_wing-cal, 3 passes{haar}"),
+         f"kpjax photo_hires-mse2-cal, 3 passes{before}", f"kpjax photo_hires_wing-cal, 3 passes{before}"),
         ("the Wing model against the MSE model shipped before it (the shipped model; the rows below are its)",
-         f"kpjax photo_hires-cal, 3 passes{haar}", f"kpjax photo_hires_wing-cal, 3 passes{haar}"),
-        ("a second pass on the shipped model", f"kpjax photo_hires_wing-cal, 1 pass{haar}",
-         f"kpjax photo_hires_wing-cal, 2 passes{haar}"),
-        ("a third pass", f"kpjax photo_hires_wing-cal, 2 passes{haar}", f"kpjax photo_hires_wing-cal, 3 passes{haar}"),
-        ("flip test-time augmentation", f"kpjax photo_hires_wing-cal, 3 passes{haar}",
-         f"kpjax photo_hires_wing-cal, 3 passes + flip TTA{haar}"),
+         f"kpjax photo_hires-cal, 3 passes{before}", f"kpjax photo_hires_wing-cal, 3 passes{before}"),
+        ("the fast detector's cascade at pyramid steps of 1.5 instead of 1.25, every window it passes a proposal "
+         "(overlapping windows merged, a lone one kept) and the verifier's 0.7 instead of 0.8 "
+         "(`kpjax.detect.DETECTORS`, chosen on the training persons' photos, where it found 89.4 % of the faces "
+         "against 88.2 %; here 91.0 % against 91.3 %; the rows below use it). The ms of these two rows come from "
+         "separate sessions; alternated on these 356 photos (`benchmarks/photo_latency.py --data "
+         "../shared/data/helen-68-train ../shared/data/fgnet-68`), 17.2 → 15.0 ms, detection 10.4 → 7.4 ms",
+         f"kpjax photo_hires_wing-cal, 3 passes{before}", f"kpjax photo_hires_wing-cal, 3 passes{now}"),
+        ("the same change on the MSE model shipped before", f"kpjax photo_hires-cal, 3 passes{before}",
+         f"kpjax photo_hires-cal, 3 passes{now}"),
+        ("a second pass on the shipped model", f"kpjax photo_hires_wing-cal, 1 pass{now}",
+         f"kpjax photo_hires_wing-cal, 2 passes{now}"),
+        ("a third pass", f"kpjax photo_hires_wing-cal, 2 passes{now}", f"kpjax photo_hires_wing-cal, 3 passes{now}"),
+        ("flip test-time augmentation", f"kpjax photo_hires_wing-cal, 3 passes{now}",
+         f"kpjax photo_hires_wing-cal, 3 passes + flip TTA{now}"),
         ("`--detector thorough` (Haar frontal and profile proposals, kept by the face-verifier CNN)",
-         f"kpjax photo_hires_wing-cal, 3 passes{haar}", "kpjax photo_hires_wing-cal, 3 passes, thorough detector"),
+         f"kpjax photo_hires_wing-cal, 3 passes{now}", "kpjax photo_hires_wing-cal, 3 passes, thorough detector"),
     ]
     bought = [f"- {what}: NME {nme[a]['nme_mean']:.2%} → **{nme[b]['nme_mean']:.2%}**, failures "
               f"{nme[a]['failure_rate']:.1%} → {nme[b]['failure_rate']:.1%}, {nme[a]['ms_per_photo_median']:.0f} → "
@@ -236,7 +249,7 @@ def _photos_section(record: dict) -> list[str]:
     if bought:
         lines += ["", "What each step bought (same photos, same detector, each row one change):", "", *bought]
     lines += ["", "The fast rows use kpjax predict's default `--detector fast` (the frontal Haar cascade, loose, its "
-              "boxes kept by the face verifier) and drop the detections a model with an error head expects to miss by "
+              "boxes kept by the face verifier; as it is now or, where marked, at steps of 1.25) and drop the detections a model with an error head expects to miss by "
               "over 8 % (so the models without one, the first two, report more false faces); MediaPipe's BlazeFace "
               "and dlib's HOG detector find more faces. dlib's 68-point predictor was trained on "
               "iBUG 300-W, which holds Helen's training photos: on helen-68-train it is scored on faces it has seen. "
@@ -437,19 +450,23 @@ def mean_face_rmse(faces) -> float:
 
 def _detection_section(records: list[dict]) -> list[str]:
     """Face detection on the validation persons' photos: one column per detector, recall and false faces per row."""
-    columns = {name: figures for record in records for name, figures in record["detectors"].items()}
+    columns = {name + (" [training persons]" if "--split train" in record["command"] else ""): figures
+               for record in records for name, figures in record["detectors"].items()}
     keys = list(next(iter(columns.values()))["groups"])
     loads = "; ".join(" ".join(record["load_average"][0]) for record in records)
     lines = ["", "## Finding faces (`experiments/detection.py`)", "",
              "Annotated faces found (kpjax.photo_eval.match_faces: the box holds the points' centroid and overlaps their",
-             "square with IoU >= 0.3) and false faces per photo, on the validation persons' photos; AFLW's 120x120",
+             "square with IoU >= 0.3) and false faces per photo, on the validation persons' photos (the columns marked",
+             "[training persons] on the training persons', where the keypoints' not-a-face threshold was chosen); AFLW's 120x120",
              f"crops (every pose) apart. Median ms a photo on this shared 2-core CPU (load average {loads}).",
              "Helen and YouTube Faces mark one face a photo, so their false faces include real, unmarked ones. Drawn",
-             "and looked at, the fast detector's false faces on all validation photos: on Helen 27, of which 14 are",
+             "and looked at, the fast detector's false faces on all validation photos (at steps of 1.25): on Helen 27, of which 14 are",
              "faces Helen does not mark and 2 the tops of heads, the rest necks, chins, shirts, hair and a hand; on",
              "YouTube Faces 20, of which 2 are faces, the rest ties, shirt fronts and a banner. FG-NET marks every face.",
              "Columns: haar, the 4-neighbour frontal cascade kpjax had first; fast and thorough, the `--detector`",
-             "presets (fast >= T: the fast detector's boxes kept from verifier score T); fast + keypoints, `kpjax",
+             "presets (fast >= T: the fast detector's boxes kept from verifier score T); fast (before), the fast preset",
+             "before its cascade went to pyramid steps of 1.5 (steps of 1.25, two windows a proposal, the verifier's 0.8);",
+             "fast + keypoints, `kpjax",
              "predict`'s whole pipeline, which drops the detections whose expected NME is over 8 % (its ms include",
              "the keypoints); proposals, thorough's cascades alone.", "",
              "| faces | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]

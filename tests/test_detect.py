@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kpjax.checkpoint import load_model
 from kpjax.cli import app
-from kpjax.detect import DETECTORS, FaceDetector, box_matrix, keypoint_box, make_detector, suppress
+from kpjax.detect import DETECTORS, FaceDetector, box_matrix, group_windows, keypoint_box, make_detector, suppress
 from kpjax.errors import KpjaxError
 from kpjax.image import apply_affine, invert_affine, read_image
 from kpjax.inference import Predictor
@@ -92,6 +92,16 @@ def test_suppression_keeps_the_best_of_nested_and_overlapping_boxes():
     scores = np.array([0.6, 0.9, 0.7, 0.2])
     # The small box lies wholly inside the large ones: they go, though their IoU with it is only 0.25.
     assert suppress(boxes, scores) == [1, 3]
+
+
+def test_cascade_windows_are_merged_in_chains_and_a_lone_window_is_kept():
+    boxes = np.array([[100, 100, 50, 50], [104, 102, 52, 50], [112, 100, 50, 50], [300, 50, 40, 40]], np.float64)
+    # The first and third lie 12 px apart (over 0.2 of their 50-px sides), but each lies within 10 px of the second.
+    merged, weights = group_windows(boxes, np.array([1.0, 3.0, 2.0, 0.5]))
+    np.testing.assert_allclose(merged, [[316 / 3, 302 / 3, 152 / 3, 50], [300, 50, 40, 40]])
+    np.testing.assert_array_equal(weights, [3.0, 0.5])
+    empty, no_weights = group_windows(np.zeros((0, 4)), np.zeros(0))
+    assert empty.shape == (0, 4) and no_weights.shape == (0,)
 
 
 def face_points(x, y, side):
