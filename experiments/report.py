@@ -577,8 +577,10 @@ def _confidence_section(record: dict, likelihood: dict | None, signals: dict | N
               "", "![reliability](experiments/figures/confidence_reliability.png)"]
     if signals:
         refit = signals["head_refitted_on_unseen_persons"]
-        lines += ["", f"Other signals of doubt (`experiments/confidence_signals.py`, the same {signals['faces']} faces "
-                  "end to end; median Spearman per point, the head alone "
+        faces = (f"the same {signals['faces']} faces end to end" if signals["faces"] == e["faces_scored"] else
+                 f"{signals['faces']} faces end to end, found by the fast detector as it was then")
+        lines += ["", f"Other signals of doubt (`experiments/confidence_signals.py`, {faces}; "
+                  "median Spearman per point, the head alone "
                   f"{signals['head']:.3f}): each alone, and combined with the head as sqrt(head² + c signal²) at "
                   "the best c:", "", "| signal | alone | with the head |", "|---|---|---|",
                   *[f"| {name} | {v['alone']:.3f} | {v['with_the_head']:.3f} (c = {v['weight']:g}) |"
