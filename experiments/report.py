@@ -187,7 +187,8 @@ def _photos_section(record: dict) -> list[str]:
          "mean residual on the label-fitted crops of helen-68-train's and fgnet-68's training persons (`kpjax "
          "calibrate --model runs/photo_hires-cal --data ../shared/data/helen-68-train --data "
          "../shared/data/fgnet-68`; the model shipped before the Wing one)",
-         f"kpjax photo_hires-hidden, 3 passes{before}", f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){before}"),
+         f"kpjax photo_hires-hidden, 3 passes{before}",
+         f"kpjax photo_hires-cal, 3 passes (converged at 0.5 px){before}"),
         ("faces at 160 x 160 instead of 128 x 128 (configs/photo_160.py, 278 epochs on a GPU, best epoch 173; not "
          "shipped: 1.56x the pixels; calibrated, below)",
          f"kpjax photo_hires-hidden, 3 passes{before}", f"kpjax photo_160, 3 passes{before}"),
@@ -218,7 +219,8 @@ def _photos_section(record: dict) -> list[str]:
          f"kpjax photo_hires-cal, 3 passes{before}", f"kpjax photo_hires-cal, 3 passes + flip TTA{before}"),
         ("faces at 160 x 160, calibrated the same way (runs/photo_160-cal)",
          f"kpjax photo_hires-cal, 3 passes{before}", f"kpjax photo_160-cal, 3 passes{before}"),
-        ("and with flip TTA", f"kpjax photo_160-cal, 3 passes{before}", f"kpjax photo_160-cal, 3 passes + flip TTA{before}"),
+        ("and with flip TTA", f"kpjax photo_160-cal, 3 passes{before}",
+         f"kpjax photo_160-cal, 3 passes + flip TTA{before}"),
         ("the Wing loss instead of MSE at 128 x 128, each trained from scratch from the same seed, side by side on "
          "the H200 in one call, and calibrated (configs/photo_hires_wing.py, 224 epochs, best 206, against "
          "configs/photo_hires.py's recipe, 230 epochs, best 137: `experiments/device_train.py drive 525 OUT "
@@ -249,7 +251,8 @@ def _photos_section(record: dict) -> list[str]:
     if bought:
         lines += ["", "What each step bought (same photos, same detector, each row one change):", "", *bought]
     lines += ["", "The fast rows use kpjax predict's default `--detector fast` (the frontal Haar cascade, loose, its "
-              "boxes kept by the face verifier; as it is now or, where marked, at steps of 1.25) and drop the detections a model with an error head expects to miss by "
+              "boxes kept by the face verifier; as it is now or, where marked, at steps of 1.25) and drop the "
+              "detections a model with an error head expects to miss by "
               "over 8 % (so the models without one, the first two, report more false faces); MediaPipe's BlazeFace "
               "and dlib's HOG detector find more faces. dlib's 68-point predictor was trained on "
               "iBUG 300-W, which holds Helen's training photos: on helen-68-train it is scored on faces it has seen. "
@@ -457,15 +460,19 @@ def _detection_section(records: list[dict]) -> list[str]:
     lines = ["", "## Finding faces (`experiments/detection.py`)", "",
              "Annotated faces found (kpjax.photo_eval.match_faces: the box holds the points' centroid and overlaps their",
              "square with IoU >= 0.3) and false faces per photo, on the validation persons' photos (the columns marked",
-             "[training persons] on the training persons', where the keypoints' not-a-face threshold was chosen); AFLW's 120x120",
+             "[training persons] on the training persons', where the keypoints' not-a-face threshold was chosen); "
+             "AFLW's 120x120",
              f"crops (every pose) apart. Median ms a photo on this shared 2-core CPU (load average {loads}).",
              "Helen and YouTube Faces mark one face a photo, so their false faces include real, unmarked ones. Drawn",
-             "and looked at, the fast detector's false faces on all validation photos (at steps of 1.25): on Helen 27, of which 14 are",
+             "and looked at, the fast detector's false faces on all validation photos (at steps of 1.25): on Helen "
+             "27, of which 14 are",
              "faces Helen does not mark and 2 the tops of heads, the rest necks, chins, shirts, hair and a hand; on",
              "YouTube Faces 20, of which 2 are faces, the rest ties, shirt fronts and a banner. FG-NET marks every face.",
              "Columns: haar, the 4-neighbour frontal cascade kpjax had first; fast and thorough, the `--detector`",
-             "presets (fast >= T: the fast detector's boxes kept from verifier score T); fast (before), the fast preset",
-             "before its cascade went to pyramid steps of 1.5 (steps of 1.25, two windows a proposal, the verifier's 0.8);",
+             "presets (fast >= T: the fast detector's boxes kept from verifier score T); fast (before), the "
+             "fast preset",
+             "before its cascade went to pyramid steps of 1.5 (steps of 1.25, two windows a proposal, the verifier's "
+             "0.8);",
              "fast + keypoints, `kpjax",
              "predict`'s whole pipeline, which drops the detections whose expected NME is over 8 % (its ms include",
              "the keypoints); proposals, thorough's cascades alone.", "",

@@ -169,7 +169,8 @@ def test_refinement_stops_once_the_crop_moves_less_than_converged_px(tmp_path, t
         predictor = Predictor(model, config, detector, passes=3, converged_px=converged_px)
         passes = []
         predict = predictor.frame_keypoints
-        monkeypatch.setattr(predictor, "frame_keypoints", lambda frames, mirror=False: passes.append(len(frames)) or predict(frames, mirror))
+        monkeypatch.setattr(predictor, "frame_keypoints",
+                            lambda frames, mirror=False: passes.append(len(frames)) or predict(frames, mirror))
         [[face]] = predictor([image])
         points[converged_px] = face.points
         assert len(passes) == (3 if converged_px == 0.0 else 1)
