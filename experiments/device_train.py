@@ -4,8 +4,9 @@ context at quality 85: 51 MB, PSNR 41.9 dB against the crops; photo_hires.py's 1
 56 MB), and every variant trains in parallel on the one GPU.
 
     python experiments/device_train.py pack [CONFIG [QUALITY]]   # here: writes .devrun/{images.bin,meta.npz}
-    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS] ...] [--set KEY=VALUE ...]   # there:
-        # calibrate, train, tar runs; --set as kpjax train's, for every run (init=RUN_DIR fine-tunes a run carried along)
+    python experiments/device_train.py drive BUDGET_S OUT [NAME=MODEL[:LOSS][,KEY=VALUE...] ...] [--set KEY=VALUE ...]
+        # there: calibrate, train, tar runs; --set as kpjax train's, for every run (init=RUN_DIR fine-tunes a run
+        # carried along); a variant's own KEY=VALUE for that run alone (seed=1 split_seed=0: another seed, same split)
     python experiments/device_train.py resume BUDGET_S OUT EPOCHS:RUN_DIR ...   # there: continue runs to EPOCHS
 
 The packed faces are CONFIG's (default configs/photo.py), and every run trains CONFIG's recipe with its model and
@@ -71,13 +72,14 @@ def pack(config: str = "configs/photo.py", quality: int = 85) -> None:
 
 
 def train_one(variant: str, epochs: int, run_dir: str, settings: tuple[str, ...] = ()) -> None:
-    """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's;
-    ``settings``: ``--set`` KEY=VALUE overrides."""
+    """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's,
+    then any ,KEY=VALUE of its own; ``settings``: ``--set`` KEY=VALUE overrides for every variant."""
     from kpjax.config import override
     from kpjax.train import train
 
-    model, _, loss = variant.partition(":")
-    config = dataclasses.replace(override(packed_config(), list(settings)), model=model, epochs=epochs,
+    spec, *own = variant.split(",")
+    model, _, loss = spec.partition(":")
+    config = dataclasses.replace(override(packed_config(), [*settings, *own]), model=model, epochs=epochs,
                                  **({"loss": loss} if loss else {}))
     train(config, Path(run_dir), dataset=load_dataset())
 
@@ -194,12 +196,14 @@ def drive_command(budget: float, out: Path, args: list[str]) -> None:
 
     cut = args.index("--set") if "--set" in args else len(args)
     settings = tuple(args[cut + 1:])
+    variants = dict(v.split("=", 1) for v in args[:cut]) or VARIANTS
     try:
-        override(packed_config(), list(settings))  # a bad setting fails here, not in every run's log
+        for variant in variants.values():  # a bad setting fails here, not in every run's log
+            override(packed_config(), [*settings, *variant.split(",")[1:]])
     except KpjaxError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    drive(budget, out, dict(v.split("=") for v in args[:cut]) or VARIANTS, settings)
+    drive(budget, out, variants, settings)
 
 
 COMMANDS = {
