@@ -235,3 +235,30 @@ def test_a_refitted_model_is_saved_from_a_run_without_optimizer_state(trained_ru
     assert best_progress(tmp_path / "refitted") == best_progress(source)
     assert json.loads((tmp_path / "refitted" / "refit.json").read_text()) == {"head": "refitted"}
     assert not (tmp_path / "refitted.partial").exists()
+
+
+@pytest.fixture
+def packed(tmp_path, monkeypatch, experiments_importable):
+    """device_train's packed faces, as far as their recipe: the shipped recipe's config, no faces."""
+    import device_train
+
+    np.savez(tmp_path / "meta.npz", config=str(EXPERIMENTS.parent / "configs" / "photo_hires.py"))
+    monkeypatch.setattr(device_train, "PACKED", tmp_path)
+    return device_train
+
+
+def test_each_gpu_variant_trains_with_its_own_settings_over_the_shared_ones(packed, monkeypatch, tmp_path):
+    trained = {}
+    monkeypatch.setattr(packed, "load_dataset", lambda: "faces")
+    monkeypatch.setattr("kpjax.train.train", lambda config, run_dir, dataset: trained.update({run_dir.name: config}))
+    for name, variant in {"s0": "heatmap-wide:wing", "s1": "heatmap-wide:wing,seed=1,split_seed=0"}.items():
+        packed.train_one(variant, 7, str(tmp_path / name), settings=("seed=5", "learning_rate=1e-4"))
+    assert [(c.model, c.loss, c.epochs, c.seed, c.split_seed, c.learning_rate) for c in trained.values()] == [
+        ("heatmap-wide", "wing", 7, 5, None, 1e-4), ("heatmap-wide", "wing", 7, 1, 0, 1e-4)]
+
+
+def test_a_gpu_variant_with_a_bad_setting_stops_the_call_before_any_run(packed, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        packed.drive_command(60, Path("out"), ["s0=heatmap-wide", "s1=heatmap-wide,seeds=1"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --set seeds: unknown key")
