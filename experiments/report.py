@@ -126,12 +126,12 @@ def _photos_section(record: dict) -> list[str]:
              "except those marked \"last pass only\" or \"converged at 0.5 px\", which take the last pass alone, "
              "as every other row, measured before that change, does. \"fast detector\": `--detector fast` as it is "
              "now; \"fast detector (steps 1.25)\": the preset before its cascade went to pyramid steps of 1.5 "
-             "(2026-11-27, the sixth session, which measured the rows of the fast detector as it is now). ms/photo: "
+             "(2026-11-27, the sixth session). ms/photo: "
              "median, decode to keypoints, one photo "
              "at a time, on the 2-core CPU beside other jobs (speed figures: benchmarks/README.md); the rows of "
              "the fast detector (as it is now) of photo_160_wing-cal, photo_160n_wing-cal, photo_160_wing-hf-cal, "
-             "photo_hires_wing-hf-cal and photo_hires_wing-cal were measured in one session (2026-11-27, the "
-             "seventh), photo_hires-cal's in the one before it (the sixth), the rows of "
+             "photo_hires_wing-hf-cal, photo_hires_wing60-s* and photo_hires_wing-cal were measured in one session "
+             "(2026-11-27, the seventh), photo_hires-cal's in the one before it (the sixth), the rows of "
              "photo_hires_wing-cal (the shipped model), photo_hires-mse2-cal and photo_hires-cal's 1 and 3 passes on "
              "the fast detector (steps 1.25) were measured in one session (2026-11-27, the fifth), photo_hires-cal's "
              "others and "
@@ -267,6 +267,18 @@ def _photos_section(record: dict) -> list[str]:
               f"{nme[b]['ms_per_photo_median']:.0f} ms/photo" for what, a, b in steps if a in nme and b in nme]
     if bought:
         lines += ["", "What each step bought (same photos, same detector, each row one change):", "", *bought]
+    seeds = {seed: nme[f"kpjax photo_hires_wing60-s{seed}-cal, 3 passes{now}"]["nme_mean"] for seed in range(3)
+             if f"kpjax photo_hires_wing60-s{seed}-cal, 3 passes{now}" in nme}
+    if len(seeds) > 1:
+        lines += ["", "How far apart seeds fall: the shipped recipe trained from seeds " + ", ".join(map(str, seeds))
+                  + " side by side on the H200 in one short call, on the same split (`experiments/device_train.py "
+                  "drive 265 OUT " + " ".join(f"s{s}=heatmap-wide:wing,seed={s},split_seed=0" for s in seeds)
+                  + "`: 58 to 66 epochs each, as many as the call's calibration fitted), then calibrated, score "
+                  + ", ".join(f"{v:.2%}" for v in seeds.values()) + " (3 passes): a range of "
+                  f"{100 * (max(seeds.values()) - min(seeds.values())):.2f} points between seeds alone. A step in the list above that "
+                  "moves the NME by less than that is not told apart from chance by one run of each (the 160-pixel "
+                  "Wing model's among them); the training length is: the shipped run's 224 epochs scored "
+                  f"{nme[f'kpjax photo_hires_wing-cal, 3 passes{now}']['nme_mean']:.2%}."]
     lines += ["", "The fast rows use kpjax predict's default `--detector fast` (the frontal Haar cascade, loose, its "
               "boxes kept by the face verifier; as it is now or, where marked, at steps of 1.25) and drop the "
               "detections a model with an error head expects to miss by "
