@@ -267,17 +267,18 @@ def _photos_section(record: dict) -> list[str]:
               f"{nme[b]['ms_per_photo_median']:.0f} ms/photo" for what, a, b in steps if a in nme and b in nme]
     if bought:
         lines += ["", "What each step bought (same photos, same detector, each row one change):", "", *bought]
-    seeds = {seed: nme[f"kpjax photo_hires_wing60-s{seed}-cal, 3 passes{now}"]["nme_mean"] for seed in range(3)
-             if f"kpjax photo_hires_wing60-s{seed}-cal, 3 passes{now}" in nme}
+    seed_rows = {seed: f"kpjax photo_hires_wing60-s{seed}-cal, 3 passes{now}" for seed in range(3)}
+    seeds = {seed: nme[row]["nme_mean"] for seed, row in seed_rows.items() if row in nme}
     if len(seeds) > 1:
+        spread = 100 * (max(seeds.values()) - min(seeds.values()))
         lines += ["", "How far apart seeds fall: the shipped recipe trained from seeds " + ", ".join(map(str, seeds))
                   + " side by side on the H200 in one short call, on the same split (`experiments/device_train.py "
                   "drive 265 OUT " + " ".join(f"s{s}=heatmap-wide:wing,seed={s},split_seed=0" for s in seeds)
                   + "`: 58 to 66 epochs each, as many as the call's calibration fitted), then calibrated, score "
                   + ", ".join(f"{v:.2%}" for v in seeds.values()) + " (3 passes): a range of "
-                  f"{100 * (max(seeds.values()) - min(seeds.values())):.2f} points between seeds alone. A step in the list above that "
-                  "moves the NME by less than that is not told apart from chance by one run of each (the 160-pixel "
-                  "Wing model's among them); the training length is: the shipped run's 224 epochs scored "
+                  f"{spread:.2f} points between seeds alone. A step in the list above that moves the NME by less "
+                  "than that is not told apart from chance by one run of each (the 160-pixel Wing model's among "
+                  "them); the training length is: the shipped run's 224 epochs scored "
                   f"{nme[f'kpjax photo_hires_wing-cal, 3 passes{now}']['nme_mean']:.2%}."]
     lines += ["", "The fast rows use kpjax predict's default `--detector fast` (the frontal Haar cascade, loose, its "
               "boxes kept by the face verifier; as it is now or, where marked, at steps of 1.25) and drop the "
