@@ -262,3 +262,32 @@ def test_a_gpu_variant_with_a_bad_setting_stops_the_call_before_any_run(packed, 
         packed.drive_command(60, Path("out"), ["s0=heatmap-wide", "s1=heatmap-wide,seeds=1"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith("error: --set seeds: unknown key")
+
+
+def test_a_shape_correction_is_fitted_in_each_faces_frame_and_moves_the_photos_points(experiments_importable):
+    """shape_calibration.py: a residual that is a linear function of the frame's points is recovered, and applying
+    the fitted correction to a record moves its points by that residual, mapped back to the photo."""
+    from shape_calibration import corrected, features, fit
+
+    from kpjax.image import apply_affine
+    from kpjax.inference import similarity_crop
+    from kpjax.keypoints import KAGGLE, KAGGLE_MEAN_FACE
+
+    size = 96
+    rng = np.random.default_rng(0)
+    predicted = KAGGLE_MEAN_FACE * size + rng.normal(0, 2, (200, 15, 2))
+    truth_weights = np.zeros((31, 30))
+    truth_weights[0, 0], truth_weights[-1, 1] = 0.5, -1.0  # x of point 0 follows the frame's first coordinate
+    annotated = predicted + (features(predicted, size) @ truth_weights).reshape(predicted.shape)
+    np.testing.assert_allclose(fit(predicted, annotated, size, ridge=0.0), truth_weights, atol=1e-6)
+
+    # a face in the photo at twice the frame's scale, shifted: its record's points move by the frame's residual
+    to_photo = np.array([[2.0, 0.0, 50.0], [0.0, 2.0, 30.0]])
+    points = apply_affine(to_photo, predicted[0])
+    record = {"faces": [{"keypoints": dict(zip(KAGGLE.names, points.tolist()))}]}
+    moved = np.array(list(corrected([record], truth_weights, size)[0]["faces"][0]["keypoints"].values()))
+    to_frame = similarity_crop(points, "kaggle", size)
+    in_frame = apply_affine(to_frame, points)
+    expected = in_frame + (features(in_frame[None], size) @ truth_weights).reshape(-1, 2)
+    np.testing.assert_allclose(apply_affine(to_frame, moved), expected, atol=1e-6)
+    assert record["faces"][0]["keypoints"][KAGGLE.names[0]] == points[0].tolist()  # the input is left as it was
