@@ -51,6 +51,7 @@ def frames(photos: list, records: list[dict], size: int) -> tuple[np.ndarray, np
 
 
 def features(predicted: np.ndarray, size: int) -> np.ndarray:
+    """The frame's points over its size, and a constant: the term `kpjax calibrate`'s offset is alone."""
     return np.concatenate([predicted.reshape(len(predicted), -1) / size, np.ones((len(predicted), 1))], axis=1)
 
 
