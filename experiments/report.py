@@ -293,6 +293,14 @@ def _photos_section(record: dict) -> list[str]:
     return lines
 
 
+def _per_source_table(models: dict, sources: list[str]) -> list[str]:
+    """Each model's end-to-end NME mean / failures / faces found, a column per source."""
+    return ["| model | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources),
+            *(f"| {label} | " + " | ".join(f"{r['nme_mean']:.2%} / {r['failure_rate']:.1%} / {r['found']}"
+                                           for r in (m["sources"][s] for s in sources)) + " |"
+              for label, m in models.items())]
+
+
 def _markup_section(record: dict) -> list[str]:
     """The shipped model fine-tuned on the 68-point sources alone: one markup, end to end per source."""
     models = record["models"]
@@ -302,12 +310,7 @@ def _markup_section(record: dict) -> list[str]:
              "Helen, FG-NET and YouTube Faces all mark iBUG's 68 points; AFLW and MTFL mark theirs. The shipped model "
              "fine-tuned on the three 68-point sources alone (`kpjax train --init default`, their training persons), "
              "then end to end on each source's validation persons (`" + record["evaluate"] + "`; 3 passes, fast "
-             "detector). NME mean / failures / faces found:", "",
-             "| model | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
-    for label, m in models.items():
-        lines.append(f"| {label} | " + " | ".join(
-            f"{r['nme_mean']:.2%} / {r['failure_rate']:.1%} / {r['found']}"
-            for r in (m["sources"][s] for s in sources)) + " |")
+             "detector). NME mean / failures / faces found:", "", *_per_source_table(models, sources)]
     c = tuned["confidence"]
     lines += ["", "It moves the model towards the markup the headline scores (Helen, FG-NET) and away from "
               "YouTube Faces', though YouTube Faces is most of what it fine-tuned on, and its error head, no longer "
@@ -334,12 +337,7 @@ def _scored_sources_lines(record: dict, sources: list[str]) -> list[str]:
              "learning rate 1e-4 on a cosine schedule, on this CPU), then calibrated as the shipped model is. Each "
              "run's last epoch is kept, not its best validation epoch: its validation persons are the headline's. "
              "End to end on each source's validation persons (`" + record["evaluate"] + "`; 3 passes). "
-             "NME mean / failures / faces found:", "",
-             "| model | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
-    for label, m in models.items():
-        lines.append(f"| {label} | " + " | ".join(
-            f"{r['nme_mean']:.2%} / {r['failure_rate']:.1%} / {r['found']}"
-            for r in (m["sources"][s] for s in sources)) + " |")
+             "NME mean / failures / faces found:", "", *_per_source_table(models, sources)]
     worst = max(tuned, key=lambda m: m["sources"][ytf]["nme_mean"])["sources"][ytf]
     lines += ["", "Both fine-tunes lower Helen's and FG-NET's error and raise that of YouTube Faces, the third source "
               f"of iBUG's markup (the shipped model's {shipped['sources'][ytf]['nme_mean']:.2%} against up to "

@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
+    missing = [args.data_root / source for source in SOURCES if not (args.data_root / source).exists()]
+    if missing:
+        parser.error(f"--data-root: {missing[0]}: no such file or folder")
     model, config = load_run(args.model)
     if config.keypoints != "kaggle":
         parser.error(f"--model: a model of the 15 Kaggle points, not {config.keypoints}")

@@ -216,6 +216,14 @@ def test_a_missing_source_is_a_one_line_error_before_any_work(tmp_path):
                                                      "no such file or folder")
 
 
+def test_shape_calibration_without_the_photos_is_a_one_line_error_before_any_work(tmp_path):
+    done = subprocess.run([sys.executable, EXPERIMENTS / "shape_calibration.py", "--data-root", tmp_path],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"shape_calibration.py: error: --data-root: "
+                                                     f"{tmp_path / 'helen-68-train'}: no such file or folder")
+
+
 def test_a_refitted_model_is_saved_from_a_run_without_optimizer_state(trained_run, tmp_path, experiments_importable):
     """error_likelihood.py --save keeps a refitted model as a run to ship, from a run trained on a GPU, which comes
     back with its best weights and progress alone (device_train.tar_run)."""
