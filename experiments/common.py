@@ -66,11 +66,11 @@ def parse_args(description: str, variants: tuple[str, ...] = (), model_option: b
     return parser.parse_args()
 
 
-def load_run(run_dir: Path | None):
-    """``load_model(run_dir)`` (None: the shipped model), or, for a run that is not there or will not load, the
-    one-line error and exit status 2 a script's user gets instead of a traceback."""
+def run_main(main) -> None:
+    """Run a script's ``main`` as the CLI runs a command: a user's mistake (a missing source or run, a bad setting)
+    ends in its one-line error and exit status 2, not a traceback."""
     try:
-        return load_model(run_dir)
+        main()
     except KpjaxError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -35,10 +35,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
+from common import ROOT, data_specs, run_main, write_analysis  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import random_affine  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.forward import xla_forward  # noqa: E402
 from kpjax.inference import Predictor, predict_with_errors  # noqa: E402
@@ -213,7 +214,7 @@ def main() -> None:
     missing = [spec for spec in data_specs(args, args.sources or []) if not Path(spec).exists()]
     if missing:
         parser.error(f"--sources: {missing[0]}: no such file or folder")
-    model, config = load_run(args.model)
+    model, config = load_model(args.model)
     sources = args.sources or [Path(spec).name for spec in config.data]
     config = dataclasses.replace(config, data=data_specs(args, sources))
     dataset = load_training_data(config)
@@ -246,4 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

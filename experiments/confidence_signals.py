@@ -28,11 +28,12 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, data_specs, load_run, write_analysis  # noqa: E402
+from common import ROOT, data_specs, run_main, write_analysis  # noqa: E402
 from confidence import PHOTO_SOURCES, end_to_end, spearman_per_keypoint  # noqa: E402
 from error_likelihood import fit_head  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.image import compose_affine, mirror_matrix, read_image  # noqa: E402
 from kpjax.inference import Predictor, similarity_crop  # noqa: E402
@@ -88,7 +89,7 @@ def main() -> None:
     parser.set_defaults(synthetic=0)
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    model, config = load_run(args.model)
+    model, config = load_model(args.model)
     names = config.layout.names
     predictor = Predictor(model, config, make_detector("fast"), not_a_face_nme=None)
     photos = [p for name in PHOTO_SOURCES
@@ -118,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -37,10 +37,11 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, load_run, write_analysis  # noqa: E402
+from common import ROOT, run_main, write_analysis  # noqa: E402
 from photos_end_to_end import PHOTO_SOURCES, read_peers  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.forward import xla_forward  # noqa: E402
 from kpjax.image import apply_affine, invert_affine, read_image, warp  # noqa: E402
@@ -145,7 +146,7 @@ def main() -> None:
     parser.set_defaults(synthetic=0)
     args = parser.parse_args()
     peers = read_peers(parser, args.peer)
-    model, config = load_run(args.model)
+    model, config = load_model(args.model)
     predictor = Predictor(model, config, make_detector("fast"))
     names = predictor.layout.names
     sources, before, after, one_based = {}, [], [], {}
@@ -198,4 +199,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

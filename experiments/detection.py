@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, write_analysis
-
+from common import ROOT, run_main, write_analysis
 from kpjax.checkpoint import load_model
 from kpjax.detect import FAST_BEFORE, FaceDetector, make_detector
 from kpjax.image import read_image
@@ -187,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -197,9 +197,10 @@ def drive_command(budget: float, out: Path, args: list[str]) -> None:
     cut = args.index("--set") if "--set" in args else len(args)
     settings = tuple(args[cut + 1:])
     variants = dict(v.split("=", 1) for v in args[:cut]) or VARIANTS
-    try:
-        for variant in variants.values():  # a bad setting fails here, not in every run's log
-            override(packed_config(), [*settings, *variant.split(",")[1:]])
+    try:  # a bad setting fails here, not in every run's log
+        config = override(packed_config(), list(settings))
+        for name, variant in variants.items():
+            override(config, variant.split(",")[1:], given_by=f"variant {name}:")
     except KpjaxError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, evaluation_sets, load_run, write_analysis
-
+from common import ROOT, evaluation_sets, run_main, write_analysis
+from kpjax.checkpoint import load_model
 from kpjax.evaluate import keypoint_metrics
 from kpjax.inference import predict_model
 
@@ -32,7 +32,7 @@ def main() -> None:
                         help="score on N drawn faces instead of real data (a smoke test)")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    loaded = [load_run(path) for path in args.models]
+    loaded = [load_model(path) for path in args.models]
     models = [model for model, _ in loaded]
     sets = evaluation_sets(loaded[0][1], argparse.Namespace(data_root=args.data_root, synthetic=args.synthetic))
     members, mean = {str(path): {} for path in args.models}, {}
@@ -50,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

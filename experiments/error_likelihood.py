@@ -36,13 +36,14 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from common import ROOT, load_run, data_specs, write_analysis  # noqa: E402
+from common import ROOT, data_specs, run_main, write_analysis  # noqa: E402
 from confidence import (aflw_hidden_points, crop_errors, end_to_end, flagging, reliability,  # noqa: E402
                         spearman_per_keypoint)
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.augment import make_augmentation  # noqa: E402
 from kpjax.checkpoint import RunCheckpoints, best_progress  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.config import TrainConfig  # noqa: E402
 from kpjax.models import create_model, to_input  # noqa: E402
 from kpjax.train import load_training_data, split_dataset  # noqa: E402
@@ -169,7 +170,7 @@ def main() -> None:
         parser.error("--hidden-only refits the head that --hidden refits: add --hidden")
     if args.save and args.save.exists():
         parser.error(f"--save {args.save}: already exists; name a new run directory")
-    model, config = load_run(args.model)
+    model, config = load_model(args.model)
     config = dataclasses.replace(config, data=data_specs(args, [Path(s).name for s in config.data]))
     dataset = load_training_data(config)
     train_index, val_index = split_dataset(dataset, config)
@@ -204,4 +205,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

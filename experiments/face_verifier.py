@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, write_analysis
+from common import ROOT, run_main, write_analysis
 from detection import AFLW, annotated_photos
 
 import jax
@@ -150,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,8 +28,9 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, data_specs, load_run, write_analysis  # noqa: E402
+from common import ROOT, data_specs, run_main, write_analysis  # noqa: E402
 
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.evaluate import evaluate_model  # noqa: E402
 from kpjax.train import load_training_data, split_dataset, train  # noqa: E402
 
@@ -48,7 +49,7 @@ def main() -> None:
              if path.exists()]
     if there:
         parser.error(f"{there[0]}: already exists; remove this script's earlier runs or give another --run-root")
-    shipped, recipe = load_run(None)
+    shipped, recipe = load_model(None)
     recipe = dataclasses.replace(recipe, data=data_specs(args, [Path(spec).name for spec in recipe.data]))
     dataset = load_training_data(recipe)
     held_out = dataset.subset(split_dataset(dataset, recipe)[1])
@@ -74,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

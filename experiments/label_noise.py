@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from common import data_specs, load_run, parse_args, write_analysis
-
+from common import data_specs, parse_args, run_main, write_analysis
+from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
 from kpjax.inference import predict_model
 from kpjax.keypoints import denormalise
@@ -100,7 +100,7 @@ def main() -> None:
         triplets = frame_triplets([row.image.name for row in rows])
         _, val_index = split_dataset(faces, TrainConfig())  # the recipes' split: faces the models never trained on
         triplets = triplets[np.isin(triplets[:, 0], val_index)]
-        model, _ = load_run(args.model)
+        model, _ = load_model(args.model)
         predictions = denormalise(predict_model(model, faces.images), faces.size).reshape(faces.keypoints.shape)
         label_residual = second_difference(faces.keypoints, triplets)
         model_residual = second_difference(predictions, triplets)
@@ -122,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

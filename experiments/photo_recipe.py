@@ -11,9 +11,7 @@ configs/photo_160_wing.py (photo_160's with the Wing loss).
 The end-to-end figures (detector, crops, refinement) come from experiments/photos_end_to_end.py.
 """
 
-from common import parse_args, recipe_config, run_recipe
-
-
+from common import parse_args, recipe_config, run_main, run_recipe
 def main() -> None:
     args = parse_args(__doc__, recipes=("photo", "photo_wide", "photo_hires", "photo_hires_wing", "photo_160",
                                         "photo_160_wing"))
@@ -21,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

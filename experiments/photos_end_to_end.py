@@ -25,9 +25,10 @@ from kpjax.runtime import ensure_hugepage_malloc
 
 ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
-from common import ROOT, load_run, write_analysis  # noqa: E402
+from common import ROOT, run_main, write_analysis  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import DETECTORS, make_detector  # noqa: E402
 from kpjax.inference import CONVERGED_PX, Predictor  # noqa: E402
 
@@ -97,7 +98,7 @@ def main() -> None:
     peers = read_peers(parser, args.peer)  # an unreadable file fails before any work
     runs = [(model, label) for model in args.compare for label in ("1 pass", "3 passes")]
     runs += [(args.model, label) for label in args.pipelines]
-    loaded = {model_dir: load_run(model_dir) for model_dir, _ in runs}  # a missing run fails before any work
+    loaded = {model_dir: load_model(model_dir) for model_dir, _ in runs}  # a missing run fails before any work
 
     photos = {short: photo_eval.select_persons(photo_eval.read_annotated_photos(str(args.data_root / name)),
                                                   args.persons)
@@ -182,4 +183,4 @@ def _line(m: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

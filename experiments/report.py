@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CONFIGS, HEADLINE, ROOT, evaluation_sets
+from common import CONFIGS, HEADLINE, ROOT, evaluation_sets, run_main
 from error_likelihood import HIDDEN_FIT
 
 from kpjax.config import TrainConfig, load_config
@@ -852,4 +852,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,10 +27,11 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 
-from common import ROOT, load_run, write_analysis  # noqa: E402
+from common import ROOT, run_main, write_analysis  # noqa: E402
 from photos_end_to_end import PHOTO_SOURCES  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
+from kpjax.checkpoint import load_model  # noqa: E402
 from kpjax.detect import make_detector  # noqa: E402
 from kpjax.image import apply_affine, invert_affine  # noqa: E402
 from kpjax.inference import Predictor, similarity_crop  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> None:
     missing = [args.data_root / source for source in SOURCES if not (args.data_root / source).exists()]
     if missing:
         parser.error(f"--data-root: {missing[0]}: no such file or folder")
-    model, config = load_run(args.model)
+    model, config = load_model(args.model)
     if config.keypoints != "kaggle":
         parser.error(f"--model: a model of the 15 Kaggle points, not {config.keypoints}")
     predictor = Predictor(model, config, make_detector("fast"), batch_size=1)
@@ -121,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -182,27 +182,28 @@ def _parse(text: str, kind):
     raise ValueError(f"expected {_describe(kind)}")
 
 
-def override(config: TrainConfig, settings: list[str]) -> TrainConfig:
-    """``config`` with ``--set key=value`` settings applied, each value read as its field's type."""
+def override(config: TrainConfig, settings: list[str], given_by: str = "--set") -> TrainConfig:
+    """``config`` with ``key=value`` settings applied, each value read as its field's type; an error names the setting
+    after ``given_by``, where the user wrote it."""
     kinds = _field_types()
     changes, texts = {}, {}
     for setting in settings:
         key, equals, text = setting.partition("=")
         if not equals:
-            raise KpjaxError(f"--set {setting}: expected KEY=VALUE")
+            raise KpjaxError(f"{given_by} {setting}: expected KEY=VALUE")
         if key not in kinds:
-            raise KpjaxError(f"--set {key}: unknown key; choose one of {', '.join(kinds)}")
+            raise KpjaxError(f"{given_by} {key}: unknown key; choose one of {', '.join(kinds)}")
         try:
             changes[key] = _parse(text, kinds[key])
         except ValueError as error:
-            raise KpjaxError(f"--set {setting}: {error}") from None
+            raise KpjaxError(f"{given_by} {setting}: {error}") from None
         texts[key] = text
     try:
         return dataclasses.replace(config, **changes)
     except ConfigError as error:
         if error.field not in texts:
             raise
-        raise KpjaxError(f"--set {error.field}={texts[error.field]}: {error.expected}") from None
+        raise KpjaxError(f"{given_by} {error.field}={texts[error.field]}: {error.expected}") from None
 
 
 def load_config(path: Path | str) -> TrainConfig:

@@ -216,6 +216,14 @@ def test_a_missing_source_is_a_one_line_error_before_any_work(tmp_path):
                                                      "no such file or folder")
 
 
+@pytest.mark.parametrize("script", ["conventions.py", "photos_end_to_end.py"])
+def test_a_script_without_the_photos_ends_in_one_line_not_a_traceback(tmp_path, script):
+    done = subprocess.run([sys.executable, EXPERIMENTS / script, "--data-root", tmp_path],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'helen-68-train'}: no such file or folder"
+
+
 def test_shape_calibration_without_the_photos_is_a_one_line_error_before_any_work(tmp_path):
     done = subprocess.run([sys.executable, EXPERIMENTS / "shape_calibration.py", "--data-root", tmp_path],
                           capture_output=True, text=True, timeout=600)
@@ -269,7 +277,10 @@ def test_a_gpu_variant_with_a_bad_setting_stops_the_call_before_any_run(packed, 
     with pytest.raises(SystemExit) as stopped:
         packed.drive_command(60, Path("out"), ["s0=heatmap-wide", "s1=heatmap-wide,seeds=1"])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.startswith("error: --set seeds: unknown key")
+    assert capsys.readouterr().err.startswith("error: variant s1: seeds: unknown key")
+    with pytest.raises(SystemExit):
+        packed.drive_command(60, Path("out"), ["s0=heatmap-wide", "--set", "epoch=3"])
+    assert capsys.readouterr().err.startswith("error: --set epoch: unknown key")
 
 
 def test_a_shape_correction_is_fitted_in_each_faces_frame_and_moves_the_photos_points(experiments_importable):
