@@ -136,6 +136,7 @@ def end_to_end(model, config, data_root: Path) -> dict:
               for p in photo_eval.select_persons(photo_eval.read_annotated_photos(str(data_root / name)), "val")]
     records = photo_eval.run_pipeline(predictor, photos, progress=True)
     point_expected, point_actual, eye_distance, face_expected, face_actual, false_expected = [], [], [], [], [], []
+    face_source = []
     outer_a, outer_b = OUTER_CORNERS[predictor.layout.name]
     for match in photo_eval.match_records(photos, records):
         for _, detection, predicted, truth, nme in match.found():  # the shipped model's 15 Kaggle points
@@ -146,6 +147,7 @@ def end_to_end(model, config, data_root: Path) -> dict:
             eye_distance.append(np.linalg.norm(truth[outer_a] - truth[outer_b]))
             face_expected.append(detection["expected_nme"])
             face_actual.append(nme)
+            face_source.append(match.photo.source)
         false_expected += [d["expected_nme"] for d in match.false_faces]
     point_expected, point_actual = np.array(point_expected), np.array(point_actual)
     face_size = np.repeat(np.array(eye_distance)[:, None], point_actual.shape[1], axis=1)
@@ -164,6 +166,12 @@ def end_to_end(model, config, data_root: Path) -> dict:
         "spearman_points_face_error_known": spearman_per_keypoint(
             np.repeat(np.sqrt((point_actual**2).mean(axis=1, keepdims=True)), point_actual.shape[1], axis=1),
             point_actual, predictor.layout.names),
+        # Within one source the faces' sizes and the markup are alike: what the head ranks there it knows of the face.
+        "spearman_points_by_source": {
+            source: {"faces": int(np.sum(np.array(face_source) == source)), **spearman_per_keypoint(
+                point_expected[np.array(face_source) == source], point_actual[np.array(face_source) == source],
+                predictor.layout.names)}
+            for source in PHOTO_SOURCES},
         "spearman_faces": float(stats.spearmanr(face_expected, face_actual).statistic),
         "flagging": flagging(face_expected, face_actual > photo_eval.FAILURE_NME, np.array(false_expected)),
         "nme_mean": float(face_actual.mean()),

@@ -384,6 +384,31 @@ def _shape_calibration_section(record: dict) -> list[str]:
     return lines
 
 
+def _crop_variants_section(by_persons: dict[str, dict]) -> list[str]:
+    """More network calls per face (crops averaged over placements, a second network for the re-crops) against
+    the shipped pipeline, on the training persons' photos and the validation persons'."""
+    val = {row["variant"]: row for row in by_persons["val"]["rows"]}
+    train = {row["variant"]: row for row in by_persons.get("train", {"rows": []})["rows"]}
+    sources = list(val["as shipped"]["nme_by_source"])
+    lines = ["", "#### More network calls per face (`experiments/crop_variants.py`)", "",
+             "The shipped pipeline (fast detector, 3 passes, the last two averaged) with one change per row: each "
+             "pass's keypoints averaged over several placements of its crop (one network call each), or every "
+             "re-crop predicted by a second network (a cascade). NME mean on the photos of the training persons "
+             f"({by_persons.get('train', {}).get('photos', '–')}), where a setting would be chosen, and of the "
+             f"validation persons ({by_persons['val']['photos']}, the headline's); ms a photo: median, validation "
+             "run, beside other jobs.", "",
+             "| variant | training persons | validation persons | " + " | ".join(sources) + " | ms / photo |",
+             "|---|---|---|" + "---|" * len(sources) + "---|"]
+    for name, row in val.items():
+        trained = f"{train[name]['nme_mean']:.2%}" if name in train else "–"
+        lines.append(f"| {name} | {trained} | {row['nme_mean']:.2%} | "
+                     + " | ".join(f"{row['nme_by_source'][s]:.2%}" for s in sources)
+                     + f" | {row['ms_per_photo_median']:.0f} |")
+    lines += ["", f"Commands: `{by_persons['val']['command']}`"
+              + (f"; `{by_persons['train']['command']}`" if "train" in by_persons else "")]
+    return lines
+
+
 def _conventions_section(record: dict) -> list[str]:
     """The points the model keeps off a source's labels, on the persons it trained on as on the others."""
     sources = record["sources"]
@@ -647,6 +672,13 @@ def _confidence_section(record: dict, likelihood: dict | None, signals: dict | N
               f"({e['spearman_points_per_eye_distance']['min']:.3f} at worst), about as on crops. The first "
               "figure is what a user's photos of mixed sizes see; the second is the head's own knowledge of "
               "which points are doubtful."]
+    if "spearman_points_by_source" in e:
+        by_source = e["spearman_points_by_source"]
+        best = max(by_source, key=lambda source: by_source[source]["median"])
+        lines.append("- Source by source (median Spearman per point, faces): " + "; ".join(
+            f"{source} {v['median']:.3f} ({v['faces']})" for source, v in by_source.items())
+            + f". The head ranks {best}'s points best"
+            + ("" if by_source[best]["median"] >= 0.5 else ", and no source reaches 0.5 by itself") + ".")
     if "spearman_points_face_error_known" in e:
         lines.append("- A score of the whole face, however good, ranks its points no better than the face's actual "
                      "RMS error, known exactly, does: a median Spearman per point of "
@@ -747,6 +779,8 @@ def main() -> None:
     conventions_file = args.results / "analysis" / "conventions.json"
     markup_file = args.results / "analysis" / "markup-fine-tune.json"
     shape_file = args.results / "analysis" / "shape-calibration.json"
+    crop_variants = {persons: json.loads(path.read_text()) for persons in ("train", "val")
+                     if (path := args.results / "analysis" / f"crop-variants-{persons}.json").exists()}
     lines = [
         "# Experiments",
         "",
@@ -754,6 +788,7 @@ def main() -> None:
         *(_conventions_section(json.loads(conventions_file.read_text())) if conventions_file.exists() else []),
         *(_shape_calibration_section(json.loads(shape_file.read_text())) if shape_file.exists() else []),
         *(_markup_section(json.loads(markup_file.read_text())) if markup_file.exists() else []),
+        *(_crop_variants_section(crop_variants) if "val" in crop_variants else []),
         "## Second table: crops fitted to the labels",
         "",
         "A model can score well here and still ignore where the face sits in its crop: these crops are placed by",
