@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from kpjax.checkpoint import load_model
+from kpjax.inference import Predictor
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -310,3 +313,63 @@ def test_a_shape_correction_is_fitted_in_each_faces_frame_and_moves_the_photos_p
     expected = in_frame + (features(in_frame[None], size) @ truth_weights).reshape(-1, 2)
     np.testing.assert_allclose(apply_affine(to_frame, moved), expected, atol=1e-6)
     assert record["faces"][0]["keypoints"][KAGGLE.names[0]] == points[0].tolist()  # the input is left as it was
+
+
+def test_a_placement_zooms_about_the_frame_centre_shifts_and_mirrors(experiments_importable):
+    from crop_variants import placement_matrix
+
+    from kpjax.image import apply_affine
+
+    centre = np.array([[63.5, 63.5]])
+    np.testing.assert_allclose(placement_matrix(128, False, 1.0, 0.0, 0.0), np.eye(3)[:2])
+    np.testing.assert_allclose(apply_affine(placement_matrix(128, False, 1.05, 0.0, 0.0), centre), centre)
+    np.testing.assert_allclose(apply_affine(placement_matrix(128, False, 1.0, 2.0, -2.0), centre), centre + [2, -2])
+    np.testing.assert_allclose(apply_affine(placement_matrix(128, True, 1.0, 0.0, 0.0), [[10.0, 20.0]]),
+                               [[117.0, 20.0]])
+
+
+def test_crops_averaged_with_their_mirror_are_flip_tta(experiments_importable, run_dir):
+    from crop_variants import PLACEMENTS, AveragedCrops
+
+    model, config = load_model(run_dir)
+    image = np.random.default_rng(0).integers(0, 255, (150, 120), dtype=np.uint8)
+    [[averaged]] = AveragedCrops(model, config, None, PLACEMENTS["flip"])([image])
+    [[flipped]] = Predictor(model, config, None, flip_tta=True)([image])
+    np.testing.assert_allclose(averaged.points, flipped.points, atol=1e-4)
+    if flipped.errors is not None:
+        np.testing.assert_allclose(averaged.errors, flipped.errors, atol=1e-4)
+
+
+def test_a_refining_network_predicts_every_crop_after_the_detectors(experiments_importable, run_dir, trained_run):
+    from crop_variants import RefinedBy
+
+    from kpjax.detect import Detection
+    from kpjax.inference import similarity_crop
+
+    model, config = load_model(run_dir)
+    refiner, refiner_config = load_model(trained_run)  # another network at another frame size
+    image = np.random.default_rng(1).integers(0, 255, (200, 200), dtype=np.uint8)
+    detections = [[Detection((50.0, 40.0, 100.0, 110.0), 0.9)]]
+    settings = {"passes": 2, "converged_px": 0.0, "average_passes": False, "not_a_face_nme": None}
+    [[first]] = Predictor(model, config, None, **{**settings, "passes": 1})([image], detections)
+    recrop = similarity_crop(first.points, config.layout.name, config.size) * (refiner_config.size / config.size)
+    [(expected, _)] = Predictor(refiner, refiner_config, None).placed_keypoints([(image, recrop)])
+    [[refined]] = RefinedBy(model, config, None, refiner, refiner_config, **settings)([image], detections)
+    np.testing.assert_allclose(refined.points, expected, atol=1e-4)
+
+
+def test_recrop_placement_measures_how_far_predicted_points_move_the_crop(experiments_importable, tmp_path):
+    from crop_variants import recrop_placement
+    from test_photo_eval import record, write_photo_set
+
+    from kpjax import photo_eval
+
+    truths = write_photo_set(tmp_path, [(100, 100, 1.0), (200, 120, 1.0)])
+    shifted = truths[0] + [3.0, 4.0]  # 5 photo px: 5 * 128 / 96 px of a 128-pixel frame
+    zoomed = truths[1].mean(axis=0) + 1.1 * (truths[1] - truths[1].mean(axis=0))
+    photos = photo_eval.read_annotated_photos(str(tmp_path))
+    moved, zoomed = (recrop_placement([photo], [record(photo.image, [((x - 48, y - 48, 96, 96), points)])], 128)
+                     for photo, (x, y), points in zip(photos, [(100, 100), (200, 120)], [shifted, zoomed]))
+    np.testing.assert_allclose(moved["shift_px"], 5 * 128 / 96, atol=1e-3)
+    np.testing.assert_allclose([moved["log_zoom"], moved["rotation_deg"], zoomed["rotation_deg"]], 0.0, atol=1e-3)
+    np.testing.assert_allclose(zoomed["log_zoom"], np.log(1.1), atol=1e-3)
