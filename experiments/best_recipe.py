@@ -5,6 +5,8 @@ scored with flip test-time augmentation, in results/best.json.
 """
 
 from common import parse_args, recipe_config, run_main, run_recipe
+
+
 def main() -> None:
     args = parse_args(__doc__)
     run_recipe("best", recipe_config("best", args), args, flip_tta=True)

@@ -21,6 +21,7 @@ and the validation persons', the headline's.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ ensure_hugepage_malloc(sys.argv)  # before JAX is imported: see kpjax/runtime.py
 
 import numpy as np  # noqa: E402
 from common import ROOT, run_main, write_analysis  # noqa: E402
+from photos_end_to_end import PHOTO_SOURCES, metrics_line  # noqa: E402
 
 from kpjax import photo_eval  # noqa: E402
 from kpjax.checkpoint import load_model  # noqa: E402
@@ -38,7 +40,6 @@ from kpjax.detect import make_detector  # noqa: E402
 from kpjax.image import compose_affine, mirror_matrix  # noqa: E402
 from kpjax.inference import Predictor, similarity_crop  # noqa: E402
 
-PHOTO_SOURCES = ("helen-68-train", "fgnet-68")
 # Each placement: (mirrored, zoom, shift x, shift y in frame px), applied about the frame's centre after the crop.
 PLACEMENTS = {
     "shift": [(False, 1.0, 0.0, 0.0), (False, 1.0, 2.0, 2.0), (False, 1.0, -2.0, -2.0), (False, 1.0, 2.0, -2.0),
@@ -114,16 +115,16 @@ def recrop_placement(photos: list, records: list[dict], size: int) -> dict:
             for name, values in (("shift_px", shift), ("log_zoom", zoom), ("rotation_deg", rotation))}
 
 
-def row(name: str, predictor: Predictor, photos: list) -> dict:
+def row(name: str, predictor: Predictor, photos: list, worst: Path) -> dict:
+    """The variant's end-to-end figures, its records, and its worst faces drawn under ``worst``."""
     records = photo_eval.run_pipeline(predictor, photos)
     metrics = photo_eval.score(photos, records)
+    photo_eval.draw_worst(photos, records, worst / re.sub(r"\W+", "-", name).strip("-"))
+    print(f"{name}: {metrics_line(metrics)}", flush=True)
     summary = {key: metrics[key] for key in ("detection_rate", "nme_mean", "nme_median", "failure_rate",
                                              "ms_per_photo_median")}
-    summary["nme_by_source"] = {source: m["nme_mean"] for source, m in metrics["by_source"].items()}
-    print(f"{name}: NME {summary['nme_mean']:.3%} (median {summary['nme_median']:.3%}), found "
-          f"{summary['detection_rate']:.1%}, failures {summary['failure_rate']:.1%}, "
-          f"{summary['ms_per_photo_median']:.0f} ms/photo", flush=True)
-    return {"variant": name, **summary, "records": records}
+    by_source = {source: m["nme_mean"] for source, m in metrics["by_source"].items()}
+    return {"variant": name, **summary, "nme_by_source": by_source, "records": records}
 
 
 def main() -> None:
@@ -135,20 +136,23 @@ def main() -> None:
                         help="runs whose networks predict the re-crops, each a row")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--worst", type=Path, default=ROOT / "runs" / "crop-variants-worst",
+                        help="where each variant's worst faces are drawn (real faces: not committed)")
     args = parser.parse_args()
     refiners = {run: load_model(run) for run in args.refine_with}  # a missing run fails before any work
     model, config = load_model(None)
-    photos = [photo for source in PHOTO_SOURCES for photo in photo_eval.select_persons(
+    photos = [photo for source in PHOTO_SOURCES.values() for photo in photo_eval.select_persons(
         photo_eval.read_annotated_photos(str(args.data_root / source)), args.persons)]
-    rows = [row("as shipped", Predictor(model, config, make_detector("fast")), photos)]
+    worst = args.worst / args.persons
+    rows = [row("as shipped", Predictor(model, config, make_detector("fast")), photos, worst)]
     placement = recrop_placement(photos, rows[0]["records"], config.size)
     print(f"re-crops against label-fitted crops (median, 90th, 99th percentile): {placement}", flush=True)
     for name in args.averaged:
         rows.append(row(f"averaged over {len(PLACEMENTS[name])} placements ({name})",
-                        AveragedCrops(model, config, make_detector("fast"), PLACEMENTS[name]), photos))
+                        AveragedCrops(model, config, make_detector("fast"), PLACEMENTS[name]), photos, worst))
     for run, (refiner, refiner_config) in refiners.items():
         refined = RefinedBy(model, config, make_detector("fast"), refiner, refiner_config)
-        rows.append(row(f"re-crops by {run.name}", refined, photos))
+        rows.append(row(f"re-crops by {run.name}", refined, photos, worst))
     write_analysis(f"crop-variants-{args.persons}", {
         "command": "python " + shlex.join(["experiments/crop_variants.py", *sys.argv[1:]]),
         "persons": args.persons, "photos": len(photos), "recrop_placement": placement,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from common import ROOT, run_main, write_analysis
+
 from kpjax.checkpoint import load_model
 from kpjax.detect import FAST_BEFORE, FaceDetector, make_detector
 from kpjax.image import read_image

@@ -71,14 +71,21 @@ def pack(config: str = "configs/photo.py", quality: int = 85) -> None:
     print(f"packed {len(blobs)} faces, {sum(map(len, blobs)) / 1e6:.1f} MB")
 
 
-def train_one(variant: str, epochs: int, run_dir: str, settings: tuple[str, ...] = ()) -> None:
+def split_variant(variant: str) -> tuple[str, str, list[str]]:
     """``variant``: a model name, or MODEL:LOSS to train it with that loss (TrainConfig.loss) instead of CONFIG's,
-    then any ,KEY=VALUE of its own; ``settings``: ``--set`` KEY=VALUE overrides for every variant."""
+    then any ,KEY=VALUE of its own: (model, loss or "", its KEY=VALUE settings)."""
+    spec, *own = variant.split(",")
+    model, _, loss = spec.partition(":")
+    return model, loss, own
+
+
+def train_one(variant: str, epochs: int, run_dir: str, settings: tuple[str, ...] = ()) -> None:
+    """``variant`` as ``split_variant`` reads it; ``settings``: ``--set`` KEY=VALUE overrides for every variant,
+    before the variant's own."""
     from kpjax.config import override
     from kpjax.train import train
 
-    spec, *own = variant.split(",")
-    model, _, loss = spec.partition(":")
+    model, loss, own = split_variant(variant)
     config = dataclasses.replace(override(packed_config(), [*settings, *own]), model=model, epochs=epochs,
                                  **({"loss": loss} if loss else {}))
     train(config, Path(run_dir), dataset=load_dataset())
@@ -200,7 +207,7 @@ def drive_command(budget: float, out: Path, args: list[str]) -> None:
     try:  # a bad setting fails here, not in every run's log
         config = override(packed_config(), list(settings))
         for name, variant in variants.items():
-            override(config, variant.split(",")[1:], given_by=f"variant {name}:")
+            override(config, split_variant(variant)[2], given_by=f"variant {name}:")
     except KpjaxError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from common import ROOT, evaluation_sets, run_main, write_analysis
+
 from kpjax.checkpoint import load_model
 from kpjax.evaluate import keypoint_metrics
 from kpjax.inference import predict_model

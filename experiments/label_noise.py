@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from common import data_specs, parse_args, run_main, write_analysis
+
 from kpjax.checkpoint import load_model
 from kpjax.config import TrainConfig
 from kpjax.inference import predict_model

@@ -12,6 +12,8 @@ The end-to-end figures (detector, crops, refinement) come from experiments/photo
 """
 
 from common import parse_args, recipe_config, run_main, run_recipe
+
+
 def main() -> None:
     args = parse_args(__doc__, recipes=("photo", "photo_wide", "photo_hires", "photo_hires_wing", "photo_160",
                                         "photo_160_wing"))

@@ -128,12 +128,12 @@ def main() -> None:
         photo_eval.draw_worst(everything, records, args.worst / name.replace(" ", "").replace(",", "-"))
         rows.append({"pipeline": name, "model": str(model_dir or "shipped"), "passes": passes,
                      "flip_tta": flip_tta, "metrics": metrics} | ({"same_faces": same_faces} if same_faces else {}))
-        print(f"{name}: {_line(metrics)}", flush=True)
+        print(f"{name}: {metrics_line(metrics)}", flush=True)
     for peer, by_source in peers.items():
         records = [r for source_records in by_source.values() for r in source_records]
         metrics = photo_eval.score(everything, records)
         rows.append({"pipeline": peer, "model": peer, "passes": None, "flip_tta": False, "metrics": metrics})
-        print(f"{peer}: {_line(metrics)}", flush=True)
+        print(f"{peer}: {metrics_line(metrics)}", flush=True)
     record = {
         "command": "python " + shlex.join(["experiments/photos_end_to_end.py", *sys.argv[1:]]),
         "photos": {name: len(group) for name, group in photos.items()},
@@ -176,7 +176,7 @@ def _beside_the_pipeline(net, config, detector: str, photos: list, label_fitted:
             "3 passes": photo_eval.score(found, pipeline)}
 
 
-def _line(m: dict) -> str:
+def metrics_line(m: dict) -> str:
     return (f"found {m['detection_rate']:.1%}, NME {m['nme_mean']:.2%} (median {m['nme_median']:.2%}), "
             f"failures {m['failure_rate']:.1%}, AUC {m['auc10']:.3f}, "
             + ("no detector" if m["ms_per_photo_median"] is None else f"{m['ms_per_photo_median']:.0f} ms/photo"))

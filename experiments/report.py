@@ -395,15 +395,19 @@ def _crop_variants_section(by_persons: dict[str, dict]) -> list[str]:
              "pass's keypoints averaged over several placements of its crop (one network call each), or every "
              "re-crop predicted by a second network (a cascade). NME mean on the photos of the training persons "
              f"({by_persons.get('train', {}).get('photos', '–')}), where a setting would be chosen, and of the "
-             f"validation persons ({by_persons['val']['photos']}, the headline's); ms a photo: median, validation "
-             "run, beside other jobs.", "",
-             "| variant | training persons | validation persons | " + " | ".join(sources) + " | ms / photo |",
-             "|---|---|---|" + "---|" * len(sources) + "---|"]
+             f"validation persons ({by_persons['val']['photos']}, the headline's); by source, faces found and "
+             "failures (NME > 10 %) on the validation persons; ms a photo: median, validation run, beside other "
+             "jobs, so they vary by more than the rows' costs differ (the first row and the re-crop rows make the "
+             "same network calls).", "",
+             "| variant | training persons | validation persons | " + " | ".join(sources)
+             + " | found | failures | ms / photo |",
+             "|---|---|---|" + "---|" * len(sources) + "---|---|---|"]
     for name, row in val.items():
         trained = f"{train[name]['nme_mean']:.2%}" if name in train else "–"
         lines.append(f"| {name} | {trained} | {row['nme_mean']:.2%} | "
                      + " | ".join(f"{row['nme_by_source'][s]:.2%}" for s in sources)
-                     + f" | {row['ms_per_photo_median']:.0f} |")
+                     + f" | {row['detection_rate']:.1%} | {row['failure_rate']:.1%} | "
+                     f"{row['ms_per_photo_median']:.0f} |")
     shipped = val["as shipped"]["nme_mean"]
     averaged = [name for name in val if name.startswith("averaged")]
     best = min(averaged, key=lambda name: val[name]["nme_mean"])

@@ -6,6 +6,8 @@ on real faces and record its figures in results/seed.json.
 """
 
 from common import parse_args, recipe_config, run_main, run_recipe
+
+
 def main() -> None:
     args = parse_args(__doc__)
     run_recipe("seed" if args.split == "group" else "seed-row-split", recipe_config("seed", args), args)

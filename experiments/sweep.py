@@ -12,6 +12,7 @@ tables them; the seed variants repeat reproduce_seed.py's recipe under both spli
 import dataclasses
 
 from common import SOURCES_68, SOURCES_PARTIAL, data_specs, parse_args, recipe_config, run_main, run_recipe
+
 LIGHT_AUGMENTATION = dict(rotation=5.0, scale=0.05, shift=2.0, photometric=True)
 HEAVY_AUGMENTATION = dict(rotation=15.0, scale=0.1, shift=4.0, photometric=True)
 SCHEDULE = dict(learning_rate=2e-3, schedule="cosine", weight_decay=1e-4)
